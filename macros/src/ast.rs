@@ -1,0 +1,123 @@
+//! The derive inputs as this crate sees them: borrowed from the `DeriveInput` (so every error
+//! can point at the user's own tokens) with the attributes already parsed.
+
+use crate::attr::aggregate::{self, AggregateAttrs};
+use crate::attr::event::{self, EventAttrs};
+use crate::attr::event_set::{self, EventSetAttrs};
+use crate::ctxt::Ctxt;
+use syn::{Data, DeriveInput, Fields, Ident, Type};
+
+/// The input of `#[derive(Event)]`.
+pub struct EventStruct<'a> {
+    pub original: &'a DeriveInput,
+    pub ident: &'a Ident,
+    pub attrs: EventAttrs<'a>,
+}
+
+impl<'a> EventStruct<'a> {
+    pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Self {
+        EventStruct {
+            original: input,
+            ident: &input.ident,
+            attrs: event::parse(cx, &input.attrs),
+        }
+    }
+}
+
+/// The input of `#[derive(EventSet)]`.
+pub struct EventSetEnum<'a> {
+    pub original: &'a DeriveInput,
+    pub ident: &'a Ident,
+    pub attrs: EventSetAttrs,
+    /// Empty when the input is not an enum; `valid` reports that.
+    pub variants: Vec<EventVariant<'a>>,
+}
+
+/// One variant of an event set.
+pub struct EventVariant<'a> {
+    pub original: &'a syn::Variant,
+    pub ident: &'a Ident,
+    /// The wrapped event type: `Some` only for a tuple variant with exactly one field.
+    pub event_type: Option<&'a Type>,
+}
+
+impl<'a> EventSetEnum<'a> {
+    pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Self {
+        let variants = match &input.data {
+            Data::Enum(data) => data.variants.iter().map(EventVariant::from_syn).collect(),
+            Data::Struct(_) | Data::Union(_) => Vec::new(),
+        };
+        EventSetEnum {
+            original: input,
+            ident: &input.ident,
+            attrs: event_set::parse(cx, &input.attrs),
+            variants,
+        }
+    }
+}
+
+impl<'a> EventVariant<'a> {
+    fn from_syn(variant: &'a syn::Variant) -> Self {
+        let event_type = match &variant.fields {
+            Fields::Unnamed(fields) if fields.unnamed.len() == 1 => {
+                fields.unnamed.first().map(|field| &field.ty)
+            }
+            Fields::Unnamed(_) | Fields::Named(_) | Fields::Unit => None,
+        };
+        EventVariant {
+            original: variant,
+            ident: &variant.ident,
+            event_type,
+        }
+    }
+}
+
+/// The input of `#[derive(Aggregate)]`.
+pub struct AggregateState<'a> {
+    pub original: &'a DeriveInput,
+    pub ident: &'a Ident,
+    pub attrs: AggregateAttrs<'a>,
+}
+
+impl<'a> AggregateState<'a> {
+    pub fn from_syn(cx: &Ctxt, input: &'a DeriveInput) -> Self {
+        AggregateState {
+            original: input,
+            ident: &input.ident,
+            attrs: aggregate::parse(cx, &input.attrs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::ToTokens;
+    use syn::parse_quote;
+
+    #[test]
+    fn event_set_keeps_single_field_tuple_variants_only() {
+        let input: DeriveInput = parse_quote! {
+            enum AccountEvent { Opened(Opened), Pair(A, B), Named { e: E }, Unit }
+        };
+        let cx = Ctxt::new();
+        let set = EventSetEnum::from_syn(&cx, &input);
+        cx.check().unwrap();
+        let types: Vec<Option<String>> = set
+            .variants
+            .iter()
+            .map(|v| v.event_type.map(|t| t.to_token_stream().to_string()))
+            .collect();
+        assert_eq!(types, [Some("Opened".to_owned()), None, None, None]);
+    }
+
+    #[test]
+    fn event_set_of_a_struct_has_no_variants() {
+        let input: DeriveInput = parse_quote!(
+            struct NotAnEnum(Opened);
+        );
+        let cx = Ctxt::new();
+        assert!(EventSetEnum::from_syn(&cx, &input).variants.is_empty());
+        cx.check().unwrap();
+    }
+}

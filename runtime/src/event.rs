@@ -1,0 +1,139 @@
+//! Versioned event types and their wire form.
+
+use crate::error::{DecodeError, EncodeError};
+
+/// The payload encoding of an event, stored beside the payload (never inside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// JSON through serde; the default.
+    Json,
+    /// Protobuf through prost.
+    Protobuf,
+}
+
+impl Codec {
+    /// The codec's wire name, as stored in event metadata.
+    ///
+    /// ```
+    /// assert_eq!(jetsource::Codec::Protobuf.as_str(), "protobuf");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Codec::Json => "json",
+            Codec::Protobuf => "protobuf",
+        }
+    }
+
+    /// Parses a wire name written by [`Codec::as_str`].
+    ///
+    /// ```
+    /// use jetsource::Codec;
+    /// assert_eq!(Codec::parse("json"), Some(Codec::Json));
+    /// assert_eq!(Codec::parse("xml"), None);
+    /// ```
+    pub fn parse(name: &str) -> Option<Codec> {
+        match name {
+            "json" => Some(Codec::Json),
+            "protobuf" => Some(Codec::Protobuf),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored event as the decoder sees it: wire name, version, codec and payload bytes.
+///
+/// ```
+/// use jetsource::{Codec, RawEvent};
+/// let raw = RawEvent { name: "opened", version: 1, codec: Codec::Json, payload: br#"{"owner":"ada"}"# };
+/// assert_eq!(raw.name, "opened");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct RawEvent<'a> {
+    /// The stable wire name.
+    pub name: &'a str,
+    /// The schema version the payload was written with.
+    pub version: u32,
+    /// The codec the payload was written with.
+    pub codec: Codec,
+    /// The encoded payload.
+    pub payload: &'a [u8],
+}
+
+/// An event encoded for storage: what [`RawEvent`] is read back from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedEvent {
+    /// The stable wire name.
+    pub name: &'static str,
+    /// The schema version of the payload.
+    pub version: u32,
+    /// The payload's codec.
+    pub codec: Codec,
+    /// The encoded payload.
+    pub payload: Vec<u8>,
+}
+
+/// A versioned event type. Derive it with `#[derive(Event)]`; do not implement it by hand.
+///
+/// ```
+/// use jetsource::Event;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(name = "opened", version = 2, previous = OpenedV1)]
+/// struct Opened { owner: String, currency: String }
+///
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(name = "opened", version = 1)]
+/// struct OpenedV1 { owner: String }
+///
+/// impl From<OpenedV1> for Opened {
+///     fn from(old: OpenedV1) -> Self {
+///         Opened { owner: old.owner, currency: "EUR".into() }
+///     }
+/// }
+///
+/// let stored = jetsource::RawEvent {
+///     name: "opened", version: 1, codec: jetsource::Codec::Json, payload: br#"{"owner":"ada"}"#,
+/// };
+/// let opened = Opened::decode_stored(stored).unwrap();
+/// assert_eq!(opened.currency, "EUR");
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a jetsource event",
+    label = "not an event type",
+    note = "add `#[derive(jetsource::Event)]` and `#[event(name = \"...\", version = N)]` to `{Self}`"
+)]
+pub trait Event: Sized + Send + Sync + 'static {
+    /// The stable wire name: one NATS subject token, never a Rust path.
+    const NAME: &'static str;
+    /// The current schema version, starting at 1.
+    const VERSION: u32;
+    /// The payload codec of this version.
+    const CODEC: Codec;
+
+    /// Encodes this event's payload with [`Event::CODEC`].
+    fn encode_payload(&self) -> Result<Vec<u8>, EncodeError>;
+
+    /// Decodes a stored event of this type's lineage (this version, any older version, or an
+    /// older wire name it was renamed from), upcasting it to the current type.
+    fn decode_stored(raw: RawEvent<'_>) -> Result<Self, DecodeError>;
+
+    /// Whether `name` is this type's wire name or one its older versions were stored under.
+    fn is_known_name(name: &str) -> bool;
+
+    /// Encodes this event with its name, version and codec.
+    fn encode(&self) -> Result<EncodedEvent, EncodeError> {
+        Ok(EncodedEvent {
+            name: Self::NAME,
+            version: Self::VERSION,
+            codec: Self::CODEC,
+            payload: self.encode_payload()?,
+        })
+    }
+}

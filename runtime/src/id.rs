@@ -1,0 +1,139 @@
+//! Aggregate ids that are safe to use as one NATS subject token.
+
+use std::fmt;
+
+/// The longest aggregate id accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Why a string cannot be an aggregate id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidId {
+    /// The id is empty.
+    #[error("aggregate id is empty")]
+    Empty,
+    /// The id is longer than [`MAX_ID_BYTES`].
+    #[error("aggregate id is {len} bytes long; the limit is {MAX_ID_BYTES}")]
+    TooLong {
+        /// The id's length in bytes.
+        len: usize,
+    },
+    /// The id contains a character that would split or widen a NATS subject.
+    #[error(
+        "aggregate id {id:?} contains {found:?}, which cannot appear in one NATS subject token"
+    )]
+    ForbiddenChar {
+        /// The offending id (cut to 64 characters).
+        id: String,
+        /// The first forbidden character.
+        found: char,
+    },
+}
+
+/// A validated aggregate id: one NATS subject token (no `.`, `*`, `>`, whitespace or control
+/// characters, at most 255 bytes).
+///
+/// ```
+/// use jetsource::{AggregateId, InvalidId};
+/// assert_eq!(AggregateId::new("acc-42").unwrap().as_str(), "acc-42");
+/// assert!(matches!(AggregateId::new("a.b"), Err(InvalidId::ForbiddenChar { found: '.', .. })));
+/// assert_eq!(AggregateId::new(""), Err(InvalidId::Empty));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AggregateId(String);
+
+impl AggregateId {
+    /// Validates `id`.
+    pub fn new(id: impl Into<String>) -> Result<Self, InvalidId> {
+        let id = id.into();
+        validate_token(&id)?;
+        Ok(AggregateId(id))
+    }
+
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for AggregateId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for AggregateId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for AggregateId {
+    type Error = InvalidId;
+    fn try_from(id: &str) -> Result<Self, InvalidId> {
+        AggregateId::new(id)
+    }
+}
+
+impl TryFrom<String> for AggregateId {
+    type Error = InvalidId;
+    fn try_from(id: String) -> Result<Self, InvalidId> {
+        AggregateId::new(id)
+    }
+}
+
+/// Checks that `token` can stand as exactly one NATS subject token.
+pub(crate) fn validate_token(token: &str) -> Result<(), InvalidId> {
+    if token.is_empty() {
+        return Err(InvalidId::Empty);
+    }
+    if token.len() > MAX_ID_BYTES {
+        return Err(InvalidId::TooLong { len: token.len() });
+    }
+    // `.` separates tokens, `*` and `>` are wildcards, and whitespace or control characters end
+    // a subject on the wire; any of them would let an id address other aggregates.
+    if let Some(found) = token
+        .chars()
+        .find(|c| matches!(c, '.' | '*' | '>') || c.is_whitespace() || c.is_control())
+    {
+        return Err(InvalidId::ForbiddenChar {
+            id: token.chars().take(64).collect(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_everything_that_is_not_one_subject_token() {
+        for bad in [
+            "a.b", "*", ">", "a b", "a\tb", "a\u{0}b", "a\u{7f}", "\u{2003}",
+        ] {
+            assert!(
+                matches!(AggregateId::new(bad), Err(InvalidId::ForbiddenChar { .. })),
+                "{bad:?} was accepted"
+            );
+        }
+        assert_eq!(AggregateId::new(""), Err(InvalidId::Empty));
+        assert_eq!(
+            AggregateId::new("x".repeat(256)),
+            Err(InvalidId::TooLong { len: 256 })
+        );
+    }
+
+    #[test]
+    fn accepts_ordinary_ids() {
+        for good in [
+            "acc-1",
+            "0190c0de-0000-7000-8000-000000000000",
+            "ü",
+            &"x".repeat(255),
+        ] {
+            assert!(AggregateId::new(good).is_ok(), "{good:?} was rejected");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! # jetsource
+//!
+//! Event sourcing on NATS JetStream. Annotate your domain types and the derives generate the
+//! rest: versioned events with upcasters ([`Event`]), event sets ([`EventSet`]) and aggregates
+//! ([`Aggregate`]). A [`Repository`] loads an aggregate by replaying its events, runs a
+//! command, and appends the new events with optimistic concurrency.
+//!
+//! ```
+//! use jetsource::{Aggregate, Apply, Event, EventSet, InMemoryStore, Repository};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+//! #[event(name = "deposited", version = 1)]
+//! struct Deposited { amount: u64 }
+//!
+//! #[derive(EventSet, Debug, PartialEq)]
+//! enum AccountEvent { Deposited(Deposited) }
+//!
+//! #[derive(Aggregate, Default)]
+//! #[aggregate(name = "account", events = AccountEvent)]
+//! struct Account { balance: u64 }
+//!
+//! impl Apply<Deposited> for Account {
+//!     fn apply(&mut self, e: Deposited) { self.balance += e.amount; }
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let accounts = Repository::<Account, _>::new(InMemoryStore::new());
+//! accounts
+//!     .execute("acc-1", |_: &Account| Ok::<_, std::convert::Infallible>(vec![Deposited { amount: 5 }.into()]))
+//!     .await
+//!     .unwrap();
+//! assert_eq!(accounts.load("acc-1").await.unwrap().state.balance, 5);
+//! # });
+//! ```
+#![deny(missing_docs)]
+
+mod aggregate;
+mod error;
+mod event;
+mod event_set;
+mod id;
+mod repository;
+mod store;
+pub mod testing;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
+pub use error::{DecodeError, EncodeError};
+pub use event::{Codec, EncodedEvent, Event, RawEvent};
+pub use event_set::EventSet;
+pub use id::{AggregateId, InvalidId, MAX_ID_BYTES};
+pub use repository::{
+    Committed, ExecuteError, Loaded, Repository, RepositoryError, DEFAULT_CONFLICT_RETRIES,
+};
+#[cfg(feature = "jetstream")]
+pub use store::{JetStreamConnectOptions, JetStreamCredentials, JetStreamError, JetStreamStore, JetStreamStorage, StreamConfig};
+pub use store::{
+    AggregateKey, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, InMemoryStore,
+    NewEvent, Snapshot, StoreError, StoredEvent,
+};
+
+/// Derives [`Event`] for a struct: `#[event(name = "...", version = N, previous = OldType,
+/// upcast = path::to::fn, renamed_from = "old_name", codec = "json" | "protobuf")]`.
+pub use jetsource_macros::Event;
+
+/// Derives [`EventSet`] for an enum whose variants each wrap one event type:
+/// `#[event_set(retired("old_name", ...))]` drops retired event types on read.
+pub use jetsource_macros::EventSet;
+
+/// Derives [`Aggregate`] for a state struct: `#[aggregate(name = "...", events = EventSet,
+/// snapshot(schema = N, every = M))]`.
+pub use jetsource_macros::Aggregate;

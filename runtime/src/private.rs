@@ -1,0 +1,187 @@
+//! What generated code needs. Not public API: names here may change in any release.
+
+pub use crate::aggregate::{Aggregate, Apply, SnapshotPolicy};
+pub use crate::error::{DecodeError, EncodeError};
+pub use crate::event::{Codec, EncodedEvent, Event, RawEvent};
+pub use crate::event_set::EventSet;
+pub use ::core;
+/// Generated signatures name `Vec` through here: `::core` has none, and `::std` would tie the
+/// generated code to the user's crate having `std` in scope under that name.
+pub use ::std::vec::Vec;
+
+/// A payload the JSON codec can serve.
+#[diagnostic::on_unimplemented(
+    message = "event `{Self}` uses the JSON codec but is not `serde::Serialize + serde::de::DeserializeOwned`",
+    label = "cannot be encoded as JSON",
+    note = "derive `serde::Serialize` and `serde::Deserialize`, or use `codec = \"protobuf\"` on a `prost::Message`"
+)]
+pub trait JsonPayload: Sized {
+    /// Encodes as JSON.
+    fn encode_json(&self, name: &'static str) -> Result<Vec<u8>, EncodeError>;
+    /// Decodes JSON written by `encode_json`.
+    fn decode_json(raw: RawEvent<'_>) -> Result<Self, DecodeError>;
+}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> JsonPayload for T {
+    fn encode_json(&self, name: &'static str) -> Result<Vec<u8>, EncodeError> {
+        serde_json::to_vec(self).map_err(|source| EncodeError::Json { name, source })
+    }
+
+    fn decode_json(raw: RawEvent<'_>) -> Result<Self, DecodeError> {
+        expect_codec(raw, Codec::Json)?;
+        serde_json::from_slice(raw.payload).map_err(|e| malformed(raw, e))
+    }
+}
+
+/// A payload the Protobuf codec can serve.
+#[diagnostic::on_unimplemented(
+    message = "event `{Self}` uses the Protobuf codec but is not a `prost::Message + Default`",
+    label = "cannot be encoded as Protobuf",
+    note = "derive `prost::Message` (it also gives `Default`), or drop `codec = \"protobuf\"` to use JSON"
+)]
+pub trait ProtobufPayload: Sized {
+    /// Encodes as Protobuf.
+    fn encode_protobuf(&self) -> Vec<u8>;
+    /// Decodes Protobuf written by `encode_protobuf`.
+    fn decode_protobuf(raw: RawEvent<'_>) -> Result<Self, DecodeError>;
+}
+
+impl<T: prost::Message + Default> ProtobufPayload for T {
+    fn encode_protobuf(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    fn decode_protobuf(raw: RawEvent<'_>) -> Result<Self, DecodeError> {
+        expect_codec(raw, Codec::Protobuf)?;
+        T::decode(raw.payload).map_err(|e| malformed(raw, e))
+    }
+}
+
+fn expect_codec(raw: RawEvent<'_>, expected: Codec) -> Result<(), DecodeError> {
+    if raw.codec == expected {
+        Ok(())
+    } else {
+        Err(DecodeError::CodecMismatch {
+            name: raw.name.to_owned(),
+            version: raw.version,
+            expected,
+            found: raw.codec,
+        })
+    }
+}
+
+fn malformed(raw: RawEvent<'_>, reason: impl std::fmt::Display) -> DecodeError {
+    DecodeError::Malformed {
+        name: raw.name.to_owned(),
+        version: raw.version,
+        codec: raw.codec,
+        reason: reason.to_string(),
+    }
+}
+
+/// The error for a stored version newer than `latest`.
+pub fn future_version(raw: RawEvent<'_>, latest: u32) -> DecodeError {
+    DecodeError::FutureVersion {
+        name: raw.name.to_owned(),
+        version: raw.version,
+        latest,
+    }
+}
+
+/// The error for a version no type of the chain has.
+pub fn unknown_version(raw: RawEvent<'_>) -> DecodeError {
+    DecodeError::UnknownVersion {
+        name: raw.name.to_owned(),
+        version: raw.version,
+    }
+}
+
+/// The error for a name no variant of a set knows.
+pub fn unknown_event(raw: RawEvent<'_>) -> DecodeError {
+    DecodeError::UnknownEvent {
+        name: raw.name.to_owned(),
+        version: raw.version,
+    }
+}
+
+/// Routes each variant of an event set to the state's `Apply` impl for it. The event set derive
+/// implements it with one `S: Apply<Variant>` bound per variant, spanned at the variant, so a
+/// missing impl is reported there.
+pub trait ApplyEach<S> {
+    /// Applies the wrapped event to `state`.
+    fn apply_to(self, state: &mut S);
+}
+
+/// Serializes aggregate state for a snapshot.
+pub fn encode_snapshot<T: serde::Serialize>(state: &T) -> Result<Vec<u8>, EncodeError> {
+    serde_json::to_vec(state).map_err(|source| EncodeError::Json {
+        name: "snapshot",
+        source,
+    })
+}
+
+/// Restores aggregate state from a snapshot.
+pub fn decode_snapshot<T: serde::de::DeserializeOwned>(
+    aggregate_type: &'static str,
+    bytes: &[u8],
+) -> Result<T, DecodeError> {
+    serde_json::from_slice(bytes).map_err(|e| DecodeError::Snapshot {
+        aggregate_type,
+        reason: e.to_string(),
+    })
+}
+
+/// String equality usable in the const assertions the derives generate across types.
+pub const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The encode error of the placeholder impls a derive emits beside its `compile_error!`, so one
+/// mistake does not cascade into "trait not implemented" errors. The crate never compiles, so
+/// this never runs; it only gives those bodies a value of the right type.
+pub fn derive_failed(name: &'static str) -> EncodeError {
+    EncodeError::Json {
+        name,
+        source: <serde_json::Error as serde::ser::Error>::custom(
+            "the derive of this type failed; see the compile error",
+        ),
+    }
+}
+
+/// The event set of the placeholder `Aggregate` impl emitted when `events = ...` is missing,
+/// so the aggregate's other errors are still reported without one about its event set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEvents {}
+
+impl EventSet for NoEvents {
+    const NAMES: &'static [&'static str] = &[];
+
+    fn encode(&self) -> Result<EncodedEvent, EncodeError> {
+        match *self {}
+    }
+
+    fn decode(raw: RawEvent<'_>) -> Result<Option<Self>, DecodeError> {
+        Err(unknown_event(raw))
+    }
+
+    fn event_name(&self) -> &'static str {
+        match *self {}
+    }
+}
+
+impl<S> ApplyEach<S> for NoEvents {
+    fn apply_to(self, _: &mut S) {
+        match self {}
+    }
+}

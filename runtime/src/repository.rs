@@ -1,0 +1,476 @@
+//! Loading aggregates by replay and executing commands with optimistic concurrency.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use lru::LruCache;
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::error::{DecodeError, EncodeError};
+use crate::event_set::EventSet;
+use crate::id::{AggregateId, InvalidId};
+use crate::store::{
+    AggregateKey, CommandMetadata, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
+    StoredEvent,
+};
+
+/// How many times a command is re-run after a concurrency conflict before the conflict is
+/// returned, unless [`Repository::with_conflict_retries`] says otherwise.
+pub const DEFAULT_CONFLICT_RETRIES: u32 = 10;
+
+/// An aggregate's state and version (its number of events; 0 when it has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded<A> {
+    /// The replayed state.
+    pub state: A,
+    /// The sequence number of the last applied event.
+    pub version: u64,
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<A> {
+    /// The aggregate's state after the command.
+    pub state: A,
+    /// The aggregate's version after the command.
+    pub version: u64,
+    /// How many events the command appended (0 for a command that decided nothing changes,
+    /// and for a duplicate).
+    pub appended: usize,
+    /// The command id had been executed before: nothing was appended this time.
+    pub duplicate: bool,
+    /// How many times the command ran (1 without conflicts).
+    pub attempts: u32,
+}
+
+/// Why loading an aggregate or appending its events failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepositoryError {
+    /// The aggregate id cannot be one NATS subject token.
+    #[error(transparent)]
+    InvalidId(#[from] InvalidId),
+    /// A stored event of the aggregate could not be decoded; nothing was changed.
+    #[error("cannot replay {aggregate} at sequence {sequence}: {source}")]
+    Decode {
+        /// The aggregate.
+        aggregate: AggregateKey,
+        /// The sequence number of the undecodable event.
+        sequence: u64,
+        /// Why it could not be decoded.
+        #[source]
+        source: DecodeError,
+    },
+    /// A new event could not be encoded; nothing was appended.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The store failed, or conflicts outlasted the retries.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a command failed: the domain rejected it, or loading/appending failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E> {
+    /// The command returned this domain error; nothing was appended.
+    #[error("command rejected: {0}")]
+    Rejected(E),
+    /// Loading or appending failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+impl<E> ExecuteError<E> {
+    /// Whether the command failed on a concurrency conflict that outlasted the retries.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            ExecuteError::Repository(RepositoryError::Store(StoreError::Conflict { .. }))
+        )
+    }
+}
+
+/// Loads aggregates of type `A` from store `S` and executes commands on them.
+///
+/// A command is a closure from the current state to the events to append, or a domain error.
+/// On a concurrency conflict the aggregate is reloaded and the command runs again, up to
+/// [`DEFAULT_CONFLICT_RETRIES`] times.
+///
+/// ```
+/// # use jetsource::{Aggregate, Apply, Event, EventSet, InMemoryStore, Repository, CommandMetadata};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+/// # #[event(name = "deposited", version = 1)]
+/// # struct Deposited { amount: u64 }
+/// # #[derive(EventSet, Debug, PartialEq)]
+/// # enum AccountEvent { Deposited(Deposited) }
+/// # #[derive(Aggregate, Default)]
+/// # #[aggregate(name = "account", events = AccountEvent)]
+/// # struct Account { balance: u64 }
+/// # impl Apply<Deposited> for Account { fn apply(&mut self, e: Deposited) { self.balance += e.amount; } }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let accounts = Repository::<Account, _>::new(InMemoryStore::new()).with_conflict_retries(50);
+/// let deposit = |_: &Account| Ok::<_, String>(vec![Deposited { amount: 5 }.into()]);
+/// let meta = CommandMetadata::default().command_id("deposit-1");
+/// let first = accounts.execute_with("acc-1", meta.clone(), deposit).await.unwrap();
+/// let again = accounts.execute_with("acc-1", meta, deposit).await.unwrap();
+/// assert!(!first.duplicate && again.duplicate);
+/// assert_eq!(again.state.balance, 5);
+/// # });
+/// ```
+pub struct Repository<A, S> {
+    store: S,
+    conflict_retries: u32,
+    cache: Option<StateCache<A>>,
+}
+
+/// Recently used aggregate states, shared by clones of a repository.
+struct StateCache<A> {
+    states: Arc<Mutex<LruCache<AggregateKey, Loaded<A>>>>,
+    /// `A::clone`, captured where `with_cache` can require `A: Clone`, so that the repository
+    /// itself needs no `Clone` bound.
+    clone_state: fn(&A) -> A,
+}
+
+impl<A> Clone for StateCache<A> {
+    fn clone(&self) -> Self {
+        StateCache {
+            states: self.states.clone(),
+            clone_state: self.clone_state,
+        }
+    }
+}
+
+impl<A> StateCache<A> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<AggregateKey, Loaded<A>>> {
+        // A poisoned cache only holds states that were consistent when stored.
+        self.states
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl<A, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            conflict_retries: self.conflict_retries,
+            cache: self.cache.clone(),
+        }
+    }
+}
+
+impl<A: Aggregate, S: EventStore> Repository<A, S> {
+    /// A repository over `store`.
+    pub fn new(store: S) -> Self {
+        Repository {
+            store,
+            conflict_retries: DEFAULT_CONFLICT_RETRIES,
+            cache: None,
+        }
+    }
+
+    /// Keeps the state of up to `capacity` recently used aggregates in memory, so a command on a
+    /// warm aggregate skips the load. A cached state is trusted only as far as optimistic
+    /// concurrency allows: if another writer appended meanwhile, the append conflicts, the entry
+    /// is dropped and the command reruns on a fresh load. Clones of the repository share the cache.
+    ///
+    /// ```
+    /// # use jetsource::{Aggregate, Apply, Event, EventSet, InMemoryStore, Repository};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+    /// # #[event(name = "deposited", version = 1)]
+    /// # struct Deposited { amount: u64 }
+    /// # #[derive(EventSet, Debug, PartialEq)]
+    /// # enum AccountEvent { Deposited(Deposited) }
+    /// # #[derive(Aggregate, Default)]
+    /// # #[aggregate(name = "account", events = AccountEvent)]
+    /// # struct Account { balance: u64 }
+    /// # impl Apply<Deposited> for Account { fn apply(&mut self, e: Deposited) { self.balance += e.amount; } }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = InMemoryStore::new();
+    /// let cached = Repository::<Account, _>::new(store.clone()).with_cache(1_000);
+    /// let other_writer = Repository::<Account, _>::new(store);
+    /// let deposit = |_: &Account| Ok::<_, String>(vec![Deposited { amount: 5 }.into()]);
+    /// cached.execute("a", deposit).await.unwrap();
+    /// other_writer.execute("a", deposit).await.unwrap();
+    /// // The cached state is stale; the conflict makes the command rerun on fresh state.
+    /// let third = cached.execute("a", deposit).await.unwrap();
+    /// assert_eq!((third.state.balance, third.attempts), (15, 2));
+    /// # });
+    /// ```
+    pub fn with_cache(mut self, capacity: usize) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = NonZeroUsize::new(capacity).map(|capacity| StateCache {
+            states: Arc::new(Mutex::new(LruCache::new(capacity))),
+            clone_state: A::clone,
+        });
+        self
+    }
+
+    /// Removes and returns the cached state of `key`, so concurrent commands on the same
+    /// aggregate never share one cached copy.
+    fn take_cached(&self, key: &AggregateKey) -> Option<Loaded<A>> {
+        self.cache.as_ref()?.lock().pop(key)
+    }
+
+    /// Sets how many times a command is re-run after a concurrency conflict.
+    pub fn with_conflict_retries(mut self, retries: u32) -> Self {
+        self.conflict_retries = retries;
+        self
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Replays the aggregate `id`. An aggregate without events loads as `A::default()` at
+    /// version 0.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, RepositoryError> {
+        let key = AggregateKey::new(A::TYPE, AggregateId::new(id)?);
+        self.load_key(&key).await
+    }
+
+    async fn load_key(&self, key: &AggregateKey) -> Result<Loaded<A>, RepositoryError> {
+        let mut loaded = self.load_snapshot(key).await?.unwrap_or(Loaded {
+            state: A::default(),
+            version: 0,
+        });
+        let events = self.store.load(key, loaded.version + 1).await?;
+        replay(key, &mut loaded, &events)?;
+        Ok(loaded)
+    }
+
+    /// The state from the latest usable snapshot. A snapshot of another schema version, or one
+    /// that no longer decodes, is ignored so the aggregate is replayed in full: a snapshot is a
+    /// cache, never the source of truth.
+    async fn load_snapshot(
+        &self,
+        key: &AggregateKey,
+    ) -> Result<Option<Loaded<A>>, RepositoryError> {
+        let Some(policy) = A::SNAPSHOT else {
+            return Ok(None);
+        };
+        let Some(snapshot) = self.store.load_snapshot(key).await? else {
+            return Ok(None);
+        };
+        if snapshot.schema_version != policy.schema_version {
+            tracing::debug!(aggregate = %key, stored = snapshot.schema_version, current = policy.schema_version, "snapshot schema differs, replaying in full");
+            return Ok(None);
+        }
+        match A::decode_snapshot(&snapshot.state) {
+            Some(Ok(state)) => Ok(Some(Loaded {
+                state,
+                version: snapshot.version,
+            })),
+            Some(Err(error)) => {
+                tracing::warn!(aggregate = %key, %error, "snapshot does not decode, replaying in full");
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Saves a snapshot when the append crossed a multiple of the policy's interval. A failure
+    /// to save is logged, not returned: the events are committed, and the next load replays.
+    async fn snapshot_if_due(
+        &self,
+        key: &AggregateKey,
+        state: &A,
+        before: u64,
+        after: u64,
+        position: u64,
+    ) {
+        let Some(policy) = A::SNAPSHOT else {
+            return;
+        };
+        if policy.every == 0 || before / policy.every == after / policy.every {
+            return;
+        }
+        let Some(encoded) = state.encode_snapshot() else {
+            return;
+        };
+        let result = match encoded {
+            Ok(bytes) => {
+                let snapshot = Snapshot {
+                    schema_version: policy.schema_version,
+                    version: after,
+                    position,
+                    state: bytes.into(),
+                };
+                self.store
+                    .save_snapshot(key, snapshot)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = result {
+            tracing::warn!(aggregate = %key, %error, "snapshot not saved");
+        }
+    }
+
+    /// Executes `command` on aggregate `id` with default metadata.
+    pub async fn execute<E, F>(&self, id: &str, command: F) -> Result<Committed<A>, ExecuteError<E>>
+    where
+        F: FnMut(&A) -> Result<Vec<A::Event>, E>,
+    {
+        self.execute_with(id, CommandMetadata::default(), command)
+            .await
+    }
+
+    /// Executes `command` on aggregate `id`: load, decide, append with the expected version;
+    /// on a conflict, reload and decide again. Every appended event carries `metadata`.
+    pub async fn execute_with<E, F>(
+        &self,
+        id: &str,
+        metadata: CommandMetadata,
+        mut command: F,
+    ) -> Result<Committed<A>, ExecuteError<E>>
+    where
+        F: FnMut(&A) -> Result<Vec<A::Event>, E>,
+    {
+        let key = AggregateKey::new(
+            A::TYPE,
+            AggregateId::new(id).map_err(RepositoryError::from)?,
+        );
+        let correlation_id = metadata
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| Uuid::now_v7().to_string());
+        let causation_id = metadata
+            .causation_id
+            .clone()
+            .or_else(|| metadata.command_id.clone());
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            // After a conflict the cached state is known stale, so only the first attempt may use it.
+            let cached = if attempts == 1 {
+                self.take_cached(&key)
+            } else {
+                None
+            };
+            let mut loaded = match cached {
+                Some(loaded) => loaded,
+                None => self.load_key(&key).await?,
+            };
+            let events = command(&loaded.state).map_err(ExecuteError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Committed {
+                    state: loaded.state,
+                    version: loaded.version,
+                    appended: 0,
+                    duplicate: false,
+                    attempts,
+                });
+            }
+            let new_events = events
+                .iter()
+                .map(|event| {
+                    let encoded = event.encode()?;
+                    Ok(NewEvent {
+                        id: Uuid::now_v7(),
+                        name: encoded.name,
+                        version: encoded.version,
+                        codec: encoded.codec,
+                        payload: encoded.payload.into(),
+                        timestamp: SystemTime::now(),
+                        correlation_id: correlation_id.clone(),
+                        causation_id: causation_id.clone(),
+                        headers: metadata.headers.clone(),
+                    })
+                })
+                .collect::<Result<Vec<_>, EncodeError>>()
+                .map_err(RepositoryError::from)?;
+            let appended = new_events.len();
+            let outcome = self
+                .store
+                .append(
+                    &key,
+                    ExpectedVersion::Exact(loaded.version),
+                    metadata.command_id.as_deref(),
+                    new_events,
+                )
+                .await;
+            match outcome {
+                Ok(outcome) if outcome.duplicate => {
+                    let current = self.load_key(&key).await?;
+                    return Ok(Committed {
+                        state: current.state,
+                        version: current.version,
+                        appended: 0,
+                        duplicate: true,
+                        attempts,
+                    });
+                }
+                Ok(outcome) => {
+                    for event in events {
+                        loaded.state.apply_event(event);
+                    }
+                    self.snapshot_if_due(
+                        &key,
+                        &loaded.state,
+                        loaded.version,
+                        outcome.last_sequence,
+                        outcome.last_position,
+                    )
+                    .await;
+                    loaded.version = outcome.last_sequence;
+                    let committed = Committed {
+                        state: loaded.state,
+                        version: loaded.version,
+                        appended,
+                        duplicate: false,
+                        attempts,
+                    };
+                    return Ok(self.cache_committed(&key, committed));
+                }
+                Err(StoreError::Conflict { .. }) if attempts <= self.conflict_retries => {
+                    tracing::debug!(aggregate = %key, attempts, "conflict, retrying command");
+                }
+                Err(error) => return Err(RepositoryError::Store(error).into()),
+            }
+        }
+    }
+}
+
+impl<A: Aggregate, S: EventStore> Repository<A, S> {
+    /// Returns `committed`, keeping a copy of its state in the cache when there is one.
+    fn cache_committed(&self, key: &AggregateKey, committed: Committed<A>) -> Committed<A> {
+        if let Some(cache) = &self.cache {
+            let loaded = Loaded {
+                state: (cache.clone_state)(&committed.state),
+                version: committed.version,
+            };
+            cache.lock().put(key.clone(), loaded);
+        }
+        committed
+    }
+}
+
+/// Applies stored events to `loaded`, skipping retired event types.
+pub(crate) fn replay<A: Aggregate>(
+    key: &AggregateKey,
+    loaded: &mut Loaded<A>,
+    events: &[StoredEvent],
+) -> Result<(), RepositoryError> {
+    for stored in events {
+        let decoded = A::Event::decode(stored.raw()).map_err(|source| RepositoryError::Decode {
+            aggregate: key.clone(),
+            sequence: stored.sequence,
+            source,
+        })?;
+        if let Some(event) = decoded {
+            loaded.state.apply_event(event);
+        }
+        loaded.version = stored.sequence;
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! The event store contract every backend implements, and the stored event's shape.
+
+#[cfg(feature = "jetstream")]
+mod jetstream;
+mod memory;
+
+#[cfg(feature = "jetstream")]
+pub use jetstream::{ConnectOptions as JetStreamConnectOptions, Credentials as JetStreamCredentials, JetStreamError, JetStreamStore, Storage as JetStreamStorage, StreamConfig};
+pub use memory::InMemoryStore;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::event::{Codec, RawEvent};
+use crate::id::AggregateId;
+
+/// Addresses one aggregate's event stream: its type name and id.
+///
+/// ```
+/// use jetsource::{AggregateId, AggregateKey};
+/// let key = AggregateKey::new("account", AggregateId::new("acc-1").unwrap());
+/// assert_eq!(key.to_string(), "account/acc-1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AggregateKey {
+    /// The aggregate type name (`Aggregate::TYPE`).
+    pub aggregate_type: &'static str,
+    /// The aggregate id.
+    pub id: AggregateId,
+}
+
+impl AggregateKey {
+    /// Builds a key.
+    pub fn new(aggregate_type: &'static str, id: AggregateId) -> Self {
+        AggregateKey { aggregate_type, id }
+    }
+}
+
+impl fmt::Display for AggregateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.aggregate_type, self.id)
+    }
+}
+
+/// Metadata a command carries to every event it appends.
+///
+/// ```
+/// let meta = jetsource::CommandMetadata::default()
+///     .command_id("cmd-1")
+///     .correlation_id("req-9")
+///     .header("tenant", "acme");
+/// assert_eq!(meta.headers["tenant"], "acme");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommandMetadata {
+    /// Makes the append idempotent: a retried command with the same id appends nothing twice.
+    pub command_id: Option<String>,
+    /// Shared by everything one request caused; a new UUIDv7 when absent.
+    pub correlation_id: Option<String>,
+    /// The id of what caused this command (an event id, a message id); the command id when absent.
+    pub causation_id: Option<String>,
+    /// User headers stored with every event.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl CommandMetadata {
+    /// Sets the command id.
+    pub fn command_id(mut self, id: impl Into<String>) -> Self {
+        self.command_id = Some(id.into());
+        self
+    }
+
+    /// Sets the correlation id.
+    pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
+        self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the causation id.
+    pub fn causation_id(mut self, id: impl Into<String>) -> Self {
+        self.causation_id = Some(id.into());
+        self
+    }
+
+    /// Adds a user header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// An event ready to append: encoded payload plus metadata, without its position yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// A unique id (UUIDv7).
+    pub id: Uuid,
+    /// The wire name.
+    pub name: &'static str,
+    /// The schema version.
+    pub version: u32,
+    /// The payload codec.
+    pub codec: Codec,
+    /// The encoded payload.
+    pub payload: Bytes,
+    /// When the command produced it.
+    pub timestamp: SystemTime,
+    /// See [`CommandMetadata::correlation_id`].
+    pub correlation_id: String,
+    /// See [`CommandMetadata::causation_id`].
+    pub causation_id: Option<String>,
+    /// User headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// An event as stored, with its aggregate sequence number and store-wide position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event id.
+    pub id: Uuid,
+    /// The aggregate type name.
+    pub aggregate_type: String,
+    /// The aggregate id.
+    pub aggregate_id: String,
+    /// Number within the aggregate: 1, 2, 3, ... with no gaps.
+    pub sequence: u64,
+    /// Store-wide order (the stream sequence on JetStream); increasing, may have gaps.
+    pub position: u64,
+    /// The wire name.
+    pub name: String,
+    /// The schema version.
+    pub version: u32,
+    /// The payload codec.
+    pub codec: Codec,
+    /// The encoded payload.
+    pub payload: Bytes,
+    /// When the command produced it.
+    pub timestamp: SystemTime,
+    /// See [`CommandMetadata::correlation_id`].
+    pub correlation_id: String,
+    /// See [`CommandMetadata::causation_id`].
+    pub causation_id: Option<String>,
+    /// The command that appended it, when it carried an id.
+    pub command_id: Option<String>,
+    /// User headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl StoredEvent {
+    /// The view a decoder needs.
+    pub fn raw(&self) -> RawEvent<'_> {
+        RawEvent {
+            name: &self.name,
+            version: self.version,
+            codec: self.codec,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// What the appender believes the aggregate's current version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The aggregate must have exactly this many events (0: it must not exist yet).
+    Exact(u64),
+    /// Append whatever the current version is.
+    Any,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Sequence number of the first appended event.
+    pub first_sequence: u64,
+    /// Sequence number of the last appended event: the aggregate's version after the append.
+    pub last_sequence: u64,
+    /// Store-wide position of the last appended event.
+    pub last_position: u64,
+    /// The command id was seen before: nothing was appended, and the sequences are the ones the
+    /// first append of that command got.
+    pub duplicate: bool,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another writer appended first: reload and decide again.
+    #[error("concurrency conflict on {aggregate}: expected version {expected}, found {actual}")]
+    Conflict {
+        /// The aggregate.
+        aggregate: AggregateKey,
+        /// The version the appender expected.
+        expected: u64,
+        /// The version found (0 when the backend cannot tell).
+        actual: u64,
+    },
+    /// An append needs at least one event.
+    #[error("nothing to append to {0}")]
+    EmptyAppend(AggregateKey),
+    /// A stored event lacks metadata the store needs.
+    #[error("stored event at position {position} is corrupt: {reason}")]
+    Corrupt {
+        /// Where it is stored.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The backend failed (connection, timeout, permission, ...).
+    #[error("event store backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An event store backend: append with optimistic concurrency, load one aggregate, read all.
+///
+/// Every backend has the same semantics; the conformance tests hold them to it.
+///
+/// ```
+/// use jetsource::{AggregateId, AggregateKey, EventStore, ExpectedVersion, InMemoryStore};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = InMemoryStore::new();
+/// let key = AggregateKey::new("account", AggregateId::new("a1").unwrap());
+/// assert!(store.load(&key, 1).await.unwrap().is_empty());
+/// # });
+/// ```
+pub trait EventStore: Clone + Send + Sync + 'static {
+    /// Appends `events` to `key` if its version matches `expected`, all or nothing. With a
+    /// `command_id` seen before on this aggregate, appends nothing and reports the first outcome.
+    fn append(
+        &self,
+        key: &AggregateKey,
+        expected: ExpectedVersion,
+        command_id: Option<&str>,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendOutcome, StoreError>> + Send;
+
+    /// Loads the events of `key` whose sequence is `from_sequence` or later, in order.
+    fn load(
+        &self,
+        key: &AggregateKey,
+        from_sequence: u64,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// Reads up to `limit` events of all aggregates with position `from_position` or later, in
+    /// store order.
+    fn read_all(
+        &self,
+        from_position: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
+
+    /// The latest snapshot of `key`, if the backend keeps snapshots and has one.
+    fn load_snapshot(
+        &self,
+        key: &AggregateKey,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        let _ = key;
+        async { Ok(None) }
+    }
+
+    /// Stores `snapshot` as the latest of `key`, replacing an older one. Backends without
+    /// snapshot storage ignore it.
+    fn save_snapshot(
+        &self,
+        key: &AggregateKey,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (key, snapshot);
+        async { Ok(()) }
+    }
+}
+
+/// An aggregate's serialized state at one version, so loading replays only later events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The schema version of `state` (`SnapshotPolicy::schema_version`); a snapshot whose schema
+    /// differs from the code's is ignored.
+    pub schema_version: u32,
+    /// The aggregate version (sequence of the last event) the state includes.
+    pub version: u64,
+    /// Store-wide position of that last event.
+    pub position: u64,
+    /// The serialized state.
+    pub state: Bytes,
+}
