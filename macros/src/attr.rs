@@ -67,6 +67,8 @@ pub struct Slot<'c, T> {
     attribute: &'static str,
     key: Symbol,
     value: Option<T>,
+    /// A value was written but was bad (and reported): the key is not "missing".
+    rejected: bool,
 }
 
 impl<'c, T> Slot<'c, T> {
@@ -77,6 +79,7 @@ impl<'c, T> Slot<'c, T> {
             attribute,
             key,
             value: None,
+            rejected: false,
         }
     }
 
@@ -95,9 +98,22 @@ impl<'c, T> Slot<'c, T> {
     /// Stores a value read by [`string_value`] or [`number_value`]; `None` means the value was
     /// bad and already reported, so there is nothing to store.
     pub fn set_parsed(&mut self, meta: &ParseNestedMeta, parsed: Option<T>) {
-        if let Some(value) = parsed {
-            self.set(&meta.path, value);
+        match parsed {
+            Some(value) => self.set(&meta.path, value),
+            None => self.rejected = true,
         }
+    }
+
+    /// The value of a required key. A key never written is reported at `attribute` (when
+    /// there is no attribute at all, the caller reports that instead, once).
+    pub fn required(self, attribute: Option<&Attribute>) -> Option<T> {
+        if let (None, false, Some(attribute)) = (&self.value, self.rejected, attribute) {
+            self.cx.error_spanned_by(
+                attribute,
+                format!("missing `{}` in {}", self.key, self.attribute),
+            );
+        }
+        self.value
     }
 
     pub fn get(self) -> Option<T> {

@@ -41,19 +41,32 @@ pub fn parse_input(input: TokenStream) -> Result<DeriveInput, TokenStream> {
 
 /// `impl<...> #trait_path for #ident<...>` with the input's own generics, for stub impls: the
 /// real derives reject generic types, and a stub without the generics would add an error of
-/// its own. The supertrait bounds every jetsource trait has are assumed rather than proven.
-pub fn stub_impl_header(input: &DeriveInput, trait_path: TokenStream) -> TokenStream {
+/// its own. For a generic type, the trait's supertraits (`supertraits`) are assumed in a where
+/// clause rather than proven, since unbounded parameters could not prove them; a concrete type
+/// gets no such clause, because a false bound on a concrete type is an error of its own.
+pub fn stub_impl_header(
+    input: &DeriveInput,
+    trait_path: TokenStream,
+    supertraits: TokenStream,
+) -> TokenStream {
     let mut generics = input.generics.clone();
-    generics
-        .make_where_clause()
-        .predicates
-        .push(syn::parse_quote!(Self: ::core::marker::Send + ::core::marker::Sync + 'static));
+    if !generics.params.is_empty() {
+        generics
+            .make_where_clause()
+            .predicates
+            .push(syn::parse_quote!(Self: #supertraits));
+    }
     let (impl_generics, type_generics, where_clause) = generics.split_for_impl();
     let ident = &input.ident;
     quote! {
         #[automatically_derived]
         impl #impl_generics #trait_path for #ident #type_generics #where_clause
     }
+}
+
+/// The supertraits every jetsource trait has.
+pub fn thread_safe() -> TokenStream {
+    quote!(::core::marker::Send + ::core::marker::Sync + 'static)
 }
 
 /// A check across types that only the compiler can make (it needs another type's constants):
@@ -108,10 +121,17 @@ mod tests {
         let input: DeriveInput = parse_quote!(
             struct E<T: Clone>(T);
         );
-        let header = stub_impl_header(&input, quote!(Tr));
+        let header = stub_impl_header(&input, quote!(Tr), thread_safe());
         assert_eq!(
             header.to_string(),
             "# [automatically_derived] impl < T : Clone > Tr for E < T > where Self : :: core :: marker :: Send + :: core :: marker :: Sync + 'static"
+        );
+        let concrete: DeriveInput = parse_quote!(
+            struct E;
+        );
+        assert_eq!(
+            stub_impl_header(&concrete, quote!(Tr), thread_safe()).to_string(),
+            "# [automatically_derived] impl Tr for E"
         );
     }
 }

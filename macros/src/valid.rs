@@ -5,24 +5,22 @@
 
 use crate::ast::{AggregateState, EventSetEnum, EventStruct};
 use crate::attr::aggregate::SnapshotAttrs;
-use crate::attr::{Number, EVENTS, EVERY, NAME, SCHEMA, VERSION};
+use crate::attr::{Number, EVERY, SCHEMA};
 use crate::ctxt::Ctxt;
 use std::collections::HashSet;
-use syn::{Attribute, Data, DeriveInput, LitStr};
+use syn::{Data, DeriveInput, LitStr};
 
 pub fn check_event(cx: &Ctxt, event: &EventStruct) {
     event_is_struct(cx, event.original);
     no_generics(cx, event.original, "Event");
     let attrs = &event.attrs;
-    let Some(attribute) = attrs.attribute else {
+    if attrs.attribute.is_none() {
         cx.error_spanned_by(
             event.ident,
             "missing `#[event(name = \"...\", version = N)]` attribute",
         );
         return;
-    };
-    required(cx, attribute, "#[event]", NAME, attrs.name.is_some());
-    required(cx, attribute, "#[event]", VERSION, attrs.version.is_some());
+    }
     if let Some(name) = &attrs.name {
         is_subject_token(cx, name, "event name");
     }
@@ -92,21 +90,13 @@ pub fn check_aggregate(cx: &Ctxt, state: &AggregateState) {
     }
     no_generics(cx, state.original, "Aggregate");
     let attrs = &state.attrs;
-    let Some(attribute) = attrs.attribute else {
+    if attrs.attribute.is_none() {
         cx.error_spanned_by(
             state.ident,
             "missing `#[aggregate(name = \"...\", events = YourEventSet)]` attribute",
         );
         return;
-    };
-    required(cx, attribute, "#[aggregate]", NAME, attrs.name.is_some());
-    required(
-        cx,
-        attribute,
-        "#[aggregate]",
-        EVENTS,
-        attrs.events.is_some(),
-    );
+    }
     if let Some(name) = &attrs.name {
         is_subject_token(cx, name, "aggregate name");
     }
@@ -137,19 +127,6 @@ fn no_generics(cx: &Ctxt, input: &DeriveInput, derive: &str) {
             &input.generics,
             format!("#[derive({derive})] does not support generic types; use a concrete type"),
         );
-    }
-}
-
-/// A required key is reported at the attribute that lacks it.
-fn required(
-    cx: &Ctxt,
-    attribute: &Attribute,
-    attribute_name: &str,
-    key: crate::attr::Symbol,
-    present: bool,
-) {
-    if !present {
-        cx.error_spanned_by(attribute, format!("missing `{key}` in {attribute_name}"));
     }
 }
 

@@ -57,6 +57,40 @@ impl<T: prost::Message + Default> ProtobufPayload for T {
     }
 }
 
+/// The payload functions of one event type, as plain function pointers.
+///
+/// The event derive obtains them once per type, in one constant, from [`json_payload_fns`] or
+/// [`protobuf_payload_fns`]: a type that cannot serve its codec then fails one trait bound in
+/// one place (at `codec = ...`), instead of once per generated method.
+pub struct PayloadFns<T> {
+    /// Encodes the payload; the `&'static str` is the event's wire name, for errors.
+    pub encode: fn(&T, &'static str) -> Result<Vec<u8>, EncodeError>,
+    /// Decodes a payload stored with this type's codec.
+    pub decode: fn(RawEvent<'_>) -> Result<T, DecodeError>,
+}
+
+/// The JSON payload functions of `T`.
+pub const fn json_payload_fns<T: JsonPayload>() -> PayloadFns<T> {
+    PayloadFns {
+        encode: T::encode_json,
+        decode: T::decode_json,
+    }
+}
+
+/// The Protobuf payload functions of `T`.
+pub const fn protobuf_payload_fns<T: ProtobufPayload>() -> PayloadFns<T> {
+    fn encode<T: ProtobufPayload>(
+        payload: &T,
+        _name: &'static str,
+    ) -> Result<Vec<u8>, EncodeError> {
+        Ok(payload.encode_protobuf())
+    }
+    PayloadFns {
+        encode: encode::<T>,
+        decode: T::decode_protobuf,
+    }
+}
+
 fn expect_codec(raw: RawEvent<'_>, expected: Codec) -> Result<(), DecodeError> {
     if raw.codec == expected {
         Ok(())
@@ -104,16 +138,50 @@ pub fn unknown_event(raw: RawEvent<'_>) -> DecodeError {
     }
 }
 
+/// Upcasting through `From`, with a message that says which event names which previous
+/// version. The event derive calls it when `previous` is given without `upcast`.
+#[diagnostic::on_unimplemented(
+    message = "event `{Self}` names `{P}` as its previous version but cannot be upcast from it",
+    label = "no `From<{P}>` for `{Self}`",
+    note = "implement `From<{P}> for {Self}`, or name a function with `upcast = path::to::fn`"
+)]
+pub trait UpcastFrom<P>: Sized {
+    /// Turns the previous version into this one.
+    fn upcast_from(previous: P) -> Self;
+}
+
+impl<P, T: From<P>> UpcastFrom<P> for T {
+    fn upcast_from(previous: P) -> Self {
+        T::from(previous)
+    }
+}
+
 /// Routes each variant of an event set to the state's `Apply` impl for it. The event set derive
 /// implements it with one `S: Apply<Variant>` bound per variant, spanned at the variant, so a
 /// missing impl is reported there.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a jetsource event set",
+    label = "not an event set",
+    note = "add `#[derive(jetsource::EventSet)]` to an enum whose variants each wrap one event type"
+)]
 pub trait ApplyEach<S> {
     /// Applies the wrapped event to `state`.
     fn apply_to(self, state: &mut S);
 }
 
+/// Aggregate state that can be snapshotted (as JSON). One trait, so state that is not serde
+/// both ways fails one bound with one message.
+#[diagnostic::on_unimplemented(
+    message = "aggregate `{Self}` takes snapshots but is not `serde::Serialize + serde::de::DeserializeOwned`",
+    label = "snapshots need serde",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for `{Self}`, or remove `snapshot(...)`"
+)]
+pub trait SnapshotState: serde::Serialize + serde::de::DeserializeOwned {}
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> SnapshotState for T {}
+
 /// Serializes aggregate state for a snapshot.
-pub fn encode_snapshot<T: serde::Serialize>(state: &T) -> Result<Vec<u8>, EncodeError> {
+pub fn encode_snapshot<T: SnapshotState>(state: &T) -> Result<Vec<u8>, EncodeError> {
     serde_json::to_vec(state).map_err(|source| EncodeError::Json {
         name: "snapshot",
         source,
@@ -121,7 +189,7 @@ pub fn encode_snapshot<T: serde::Serialize>(state: &T) -> Result<Vec<u8>, Encode
 }
 
 /// Restores aggregate state from a snapshot.
-pub fn decode_snapshot<T: serde::de::DeserializeOwned>(
+pub fn decode_snapshot<T: SnapshotState>(
     aggregate_type: &'static str,
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
@@ -129,6 +197,23 @@ pub fn decode_snapshot<T: serde::de::DeserializeOwned>(
         aggregate_type,
         reason: e.to_string(),
     })
+}
+
+/// The snapshot functions of one aggregate, obtained once per type in one constant (like
+/// [`PayloadFns`]) so state that cannot be snapshotted is reported once, at `snapshot(...)`.
+pub struct SnapshotFns<T> {
+    /// [`encode_snapshot`] for `T`.
+    pub encode: fn(&T) -> Result<Vec<u8>, EncodeError>,
+    /// [`decode_snapshot`] for `T`.
+    pub decode: fn(&'static str, &[u8]) -> Result<T, DecodeError>,
+}
+
+/// The snapshot functions of `T`.
+pub const fn snapshot_fns<T: SnapshotState>() -> SnapshotFns<T> {
+    SnapshotFns {
+        encode: encode_snapshot::<T>,
+        decode: decode_snapshot::<T>,
+    }
 }
 
 /// String equality usable in the const assertions the derives generate across types.

@@ -186,7 +186,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     /// # struct Deposited { amount: u64 }
     /// # #[derive(EventSet, Debug, PartialEq)]
     /// # enum AccountEvent { Deposited(Deposited) }
-    /// # #[derive(Aggregate, Default)]
+    /// # #[derive(Aggregate, Default, Clone)]
     /// # #[aggregate(name = "account", events = AccountEvent)]
     /// # struct Account { balance: u64 }
     /// # impl Apply<Deposited> for Account { fn apply(&mut self, e: Deposited) { self.balance += e.amount; } }

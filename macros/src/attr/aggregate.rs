@@ -49,10 +49,11 @@ pub fn parse<'a>(cx: &Ctxt, attrs: &'a [Attribute]) -> AggregateAttrs<'a> {
         Ok(())
     });
 
+    let attribute = attrs.iter().find(|attr| *attr.path() == AGGREGATE);
     AggregateAttrs {
-        attribute: attrs.iter().find(|attr| *attr.path() == AGGREGATE),
-        name: name.get(),
-        events: events.get(),
+        attribute,
+        name: name.required(attribute),
+        events: events.required(attribute),
         snapshot: snapshot.get(),
     }
 }
@@ -128,6 +129,8 @@ mod tests {
             [
                 "duplicate `schema` in snapshot(...)",
                 "unknown key `often` in snapshot(...); expected one of: `schema`, `every`",
+                "missing `name` in #[aggregate]",
+                "missing `events` in #[aggregate]",
             ]
         );
     }

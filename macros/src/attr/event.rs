@@ -87,10 +87,11 @@ pub fn parse<'a>(cx: &Ctxt, attrs: &'a [Attribute]) -> EventAttrs<'a> {
         Ok(())
     });
 
+    let attribute = attrs.iter().find(|attr| *attr.path() == EVENT);
     EventAttrs {
-        attribute: attrs.iter().find(|attr| *attr.path() == EVENT),
-        name: name.get(),
-        version: version.get(),
+        attribute,
+        name: name.required(attribute),
+        version: version.required(attribute),
         previous: previous.get(),
         upcast: upcast.get(),
         renamed_from: renamed_from.get(),
@@ -178,7 +179,19 @@ mod tests {
                 "unknown codec \"xml\"; expected \"json\" or \"protobuf\"",
                 "duplicate `name` in #[event]",
                 "unknown key `colour` in #[event]; expected one of: `name`, `version`, `previous`, `upcast`, `renamed_from`, `codec`",
+                "missing `version` in #[event]",
             ]
+        );
+    }
+
+    #[test]
+    fn a_bad_value_is_not_also_missing() {
+        let attrs: Vec<Attribute> = vec![parse_quote!(#[event(name = "a", version = "2")])];
+        let cx = Ctxt::new();
+        assert!(parse(&cx, &attrs).version.is_none());
+        assert_eq!(
+            cx.check().unwrap_err().to_string(),
+            "`version` expects an integer literal, like `version = 1`"
         );
     }
 

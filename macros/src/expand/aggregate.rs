@@ -1,7 +1,7 @@
 //! `#[derive(Aggregate)]`: the type name, the event set, routing events to `Apply` impls, and
 //! the optional snapshot policy.
 
-use super::{parse_input, run, stub_impl_header};
+use super::{parse_input, run, stub_impl_header, thread_safe};
 use crate::ast::AggregateState;
 use crate::attr::aggregate::SnapshotAttrs;
 use crate::valid;
@@ -33,29 +33,55 @@ fn impl_aggregate(state: &AggregateState) -> TokenStream {
     let apply = quote_spanned! {events.span()=>
         <#events as ::jetsource::__private::ApplyEach<Self>>::apply_to(event, self)
     };
-    let snapshot = state.attrs.snapshot.as_ref().map(snapshot_items);
-
-    quote! {
+    let (snapshot_fns, snapshot_items) = match &state.attrs.snapshot {
+        Some(snapshot) => (snapshot_fns(state, snapshot), snapshot_items(snapshot)),
+        None => (TokenStream::new(), TokenStream::new()),
+    };
+    // The impl header is spanned at the type name: an unmet supertrait (a missing `Default`)
+    // is then reported once, there, rather than at the derive and at the name.
+    let header = quote_spanned! {ident.span()=>
         #[automatically_derived]
-        impl ::jetsource::__private::Aggregate for #ident {
-            const TYPE: &'static ::core::primitive::str = #name;
-            type Event = #events;
+        impl ::jetsource::__private::Aggregate for #ident
+    };
 
-            fn apply_event(&mut self, event: Self::Event) {
-                #apply
+    // The impl sits in an anonymous const so the snapshot functions' constant is private to it.
+    quote! {
+        const _: () = {
+            #snapshot_fns
+
+            #header {
+                const TYPE: &'static ::core::primitive::str = #name;
+                type Event = #events;
+
+                fn apply_event(&mut self, event: #events) {
+                    #apply
+                }
+
+                #snapshot_items
             }
-
-            #snapshot
-        }
+        };
     }
 }
 
-/// The policy constant and the JSON snapshot functions, spanned at `snapshot` so state that is
-/// not serde-serializable is reported there.
+/// The snapshot functions, fetched once into a constant spanned at `snapshot`: state that is
+/// not serde-serializable fails that one bound, there.
+fn snapshot_fns(state: &AggregateState, snapshot: &SnapshotAttrs) -> TokenStream {
+    let ident = state.ident;
+    let span = snapshot.key.span();
+    // The type argument carries the span too: the compiler reports an unmet bound there.
+    let mut spanned_ident = ident.clone();
+    spanned_ident.set_span(span);
+    quote_spanned! {span=>
+        const __JETSOURCE_SNAPSHOT: ::jetsource::__private::SnapshotFns<#ident> =
+            ::jetsource::__private::snapshot_fns::<#spanned_ident>();
+    }
+}
+
+/// The policy constant and the snapshot methods.
 fn snapshot_items(snapshot: &SnapshotAttrs) -> TokenStream {
     let schema = snapshot.schema.as_ref().map_or(1, |schema| schema.value);
     let every = snapshot.every.as_ref().map_or(1, |every| every.value);
-    quote_spanned! {snapshot.key.span()=>
+    quote! {
         const SNAPSHOT: ::core::option::Option<::jetsource::__private::SnapshotPolicy> =
             ::core::option::Option::Some(::jetsource::__private::SnapshotPolicy {
                 schema_version: #schema,
@@ -70,7 +96,7 @@ fn snapshot_items(snapshot: &SnapshotAttrs) -> TokenStream {
                 ::jetsource::__private::EncodeError,
             >,
         > {
-            ::core::option::Option::Some(::jetsource::__private::encode_snapshot(self))
+            ::core::option::Option::Some((__JETSOURCE_SNAPSHOT.encode)(self))
         }
 
         fn decode_snapshot(
@@ -78,7 +104,7 @@ fn snapshot_items(snapshot: &SnapshotAttrs) -> TokenStream {
         ) -> ::core::option::Option<
             ::core::result::Result<Self, ::jetsource::__private::DecodeError>,
         > {
-            ::core::option::Option::Some(::jetsource::__private::decode_snapshot(
+            ::core::option::Option::Some((__JETSOURCE_SNAPSHOT.decode)(
                 <Self as ::jetsource::__private::Aggregate>::TYPE,
                 bytes,
             ))
@@ -89,7 +115,12 @@ fn snapshot_items(snapshot: &SnapshotAttrs) -> TokenStream {
 /// After an error: the name and event set that were readable (an event set with no events
 /// otherwise), applying nothing and never snapshotting.
 fn stub(state: &AggregateState) -> TokenStream {
-    let header = stub_impl_header(state.original, quote!(::jetsource::__private::Aggregate));
+    let supertraits = thread_safe();
+    let header = stub_impl_header(
+        state.original,
+        quote!(::jetsource::__private::Aggregate),
+        quote!(::core::default::Default + #supertraits),
+    );
     let name = match &state.attrs.name {
         Some(name) => quote!(#name),
         None => quote!(""),
@@ -127,6 +158,7 @@ mod tests {
         assert!(output.contains("type Event = AccountEvent ;"));
         assert!(output.contains("< AccountEvent as :: jetsource :: __private :: ApplyEach < Self >> :: apply_to (event , self)"));
         assert!(!output.contains("SNAPSHOT"));
+        assert!(!output.contains("snapshot"));
     }
 
     #[test]
@@ -136,8 +168,11 @@ mod tests {
             struct Account;
         });
         assert!(output.contains("SnapshotPolicy { schema_version : 2u32 , every : 100u64 , }"));
-        assert!(output.contains(":: jetsource :: __private :: encode_snapshot (self)"));
-        assert!(output.contains(":: jetsource :: __private :: decode_snapshot (< Self as :: jetsource :: __private :: Aggregate > :: TYPE , bytes ,)"));
+        assert!(output.contains(
+            "const __JETSOURCE_SNAPSHOT : :: jetsource :: __private :: SnapshotFns < Account > = :: jetsource :: __private :: snapshot_fns :: < Account > ()"
+        ));
+        assert!(output.contains("(__JETSOURCE_SNAPSHOT . encode) (self)"));
+        assert!(output.contains("(__JETSOURCE_SNAPSHOT . decode) (< Self as :: jetsource :: __private :: Aggregate > :: TYPE , bytes ,)"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `#[derive(Event)]`: the wire constants, the codec calls and the upcast chain.
 
-use super::{const_assert, parse_input, run, stub_impl_header, type_name};
+use super::{const_assert, parse_input, run, stub_impl_header, thread_safe, type_name};
 use crate::ast::EventStruct;
 use crate::attr::event::CodecKind;
 use crate::valid;
@@ -30,7 +30,7 @@ fn impl_event(event: &EventStruct) -> TokenStream {
     let ident = event.ident;
     let version = version.value;
     let codec = codec_path(event.attrs.codec_kind());
-    let (encode, decode) = codec_calls(event);
+    let payload_fns = payload_fns(event);
     let older = decode_older(event);
     let is_known_older = match &event.attrs.previous {
         Some(previous) => quote! {
@@ -40,45 +40,50 @@ fn impl_event(event: &EventStruct) -> TokenStream {
     };
     let assertions = previous_assertions(event, name, version);
 
+    // The impl sits in an anonymous const so the payload functions' constant is private to it.
     quote! {
-        #[automatically_derived]
-        impl ::jetsource::__private::Event for #ident {
-            const NAME: &'static ::core::primitive::str = #name;
-            const VERSION: ::core::primitive::u32 = #version;
-            const CODEC: ::jetsource::__private::Codec = #codec;
+        const _: () = {
+            #payload_fns
 
-            fn encode_payload(
-                &self,
-            ) -> ::core::result::Result<
-                ::jetsource::__private::Vec<::core::primitive::u8>,
-                ::jetsource::__private::EncodeError,
-            > {
-                #encode
-            }
+            #[automatically_derived]
+            impl ::jetsource::__private::Event for #ident {
+                const NAME: &'static ::core::primitive::str = #name;
+                const VERSION: ::core::primitive::u32 = #version;
+                const CODEC: ::jetsource::__private::Codec = #codec;
 
-            fn decode_stored(
-                raw: ::jetsource::__private::RawEvent<'_>,
-            ) -> ::core::result::Result<Self, ::jetsource::__private::DecodeError> {
-                if raw.name == <Self as ::jetsource::__private::Event>::NAME {
-                    if raw.version == <Self as ::jetsource::__private::Event>::VERSION {
-                        return #decode;
-                    }
-                    if raw.version > <Self as ::jetsource::__private::Event>::VERSION {
-                        return ::core::result::Result::Err(
-                            ::jetsource::__private::future_version(
-                                raw,
-                                <Self as ::jetsource::__private::Event>::VERSION,
-                            ),
-                        );
-                    }
+                fn encode_payload(
+                    &self,
+                ) -> ::core::result::Result<
+                    ::jetsource::__private::Vec<::core::primitive::u8>,
+                    ::jetsource::__private::EncodeError,
+                > {
+                    (__JETSOURCE_PAYLOAD.encode)(self, <Self as ::jetsource::__private::Event>::NAME)
                 }
-                #older
-            }
 
-            fn is_known_name(name: &::core::primitive::str) -> ::core::primitive::bool {
-                name == <Self as ::jetsource::__private::Event>::NAME #is_known_older
+                fn decode_stored(
+                    raw: ::jetsource::__private::RawEvent<'_>,
+                ) -> ::core::result::Result<Self, ::jetsource::__private::DecodeError> {
+                    if raw.name == <Self as ::jetsource::__private::Event>::NAME {
+                        if raw.version == <Self as ::jetsource::__private::Event>::VERSION {
+                            return (__JETSOURCE_PAYLOAD.decode)(raw);
+                        }
+                        if raw.version > <Self as ::jetsource::__private::Event>::VERSION {
+                            return ::core::result::Result::Err(
+                                ::jetsource::__private::future_version(
+                                    raw,
+                                    <Self as ::jetsource::__private::Event>::VERSION,
+                                ),
+                            );
+                        }
+                    }
+                    #older
+                }
+
+                fn is_known_name(name: &::core::primitive::str) -> ::core::primitive::bool {
+                    name == <Self as ::jetsource::__private::Event>::NAME #is_known_older
+                }
             }
-        }
+        };
 
         #assertions
     }
@@ -91,37 +96,26 @@ fn codec_path(kind: CodecKind) -> TokenStream {
     }
 }
 
-/// The encode and decode expressions of the chosen codec. Both are spanned at `codec = "..."`
-/// (or the type name, for the default JSON), where a type that cannot serve the codec is
-/// reported; the codec traits carry the message.
-fn codec_calls(event: &EventStruct) -> (TokenStream, TokenStream) {
+/// The codec's payload functions for this type, fetched once into a constant spanned at
+/// `codec = "..."` (or the type name, for the default JSON): a type that cannot serve the codec
+/// fails that one bound, where the codec was chosen, with the codec trait's message.
+fn payload_fns(event: &EventStruct) -> TokenStream {
+    let ident = event.ident;
     let span = event
         .attrs
         .codec
         .as_ref()
-        .map_or_else(|| event.ident.span(), |choice| choice.literal.span());
-    match event.attrs.codec_kind() {
-        CodecKind::Json => (
-            quote_spanned! {span=>
-                <Self as ::jetsource::__private::JsonPayload>::encode_json(
-                    self,
-                    <Self as ::jetsource::__private::Event>::NAME,
-                )
-            },
-            quote_spanned! {span=>
-                <Self as ::jetsource::__private::JsonPayload>::decode_json(raw)
-            },
-        ),
-        CodecKind::Protobuf => (
-            quote_spanned! {span=>
-                ::core::result::Result::Ok(
-                    <Self as ::jetsource::__private::ProtobufPayload>::encode_protobuf(self),
-                )
-            },
-            quote_spanned! {span=>
-                <Self as ::jetsource::__private::ProtobufPayload>::decode_protobuf(raw)
-            },
-        ),
+        .map_or_else(|| ident.span(), |choice| choice.literal.span());
+    let constructor = match event.attrs.codec_kind() {
+        CodecKind::Json => quote_spanned!(span=> ::jetsource::__private::json_payload_fns),
+        CodecKind::Protobuf => quote_spanned!(span=> ::jetsource::__private::protobuf_payload_fns),
+    };
+    // The type argument carries the span too: the compiler reports an unmet bound there.
+    let mut spanned_ident = ident.clone();
+    spanned_ident.set_span(span);
+    quote_spanned! {span=>
+        const __JETSOURCE_PAYLOAD: ::jetsource::__private::PayloadFns<#ident> =
+            #constructor::<#spanned_ident>();
     }
 }
 
@@ -137,16 +131,14 @@ fn decode_older(event: &EventStruct) -> TokenStream {
     // Spanned at the user's upcast path or `previous` type, where a wrong signature or a
     // missing `From` impl is then reported.
     let upcast = match &event.attrs.upcast {
-        Some(upcast) => quote_spanned!(upcast.span()=> #upcast),
+        Some(upcast) => quote_spanned!(upcast.span()=> #upcast(previous)),
         None => quote_spanned! {previous.span()=>
-            <Self as ::core::convert::From<#previous>>::from
+            <Self as ::jetsource::__private::UpcastFrom<#previous>>::upcast_from(previous)
         },
     };
     quote! {
-        ::core::result::Result::map(
-            <#previous as ::jetsource::__private::Event>::decode_stored(raw),
-            #upcast,
-        )
+        let previous = <#previous as ::jetsource::__private::Event>::decode_stored(raw)?;
+        ::core::result::Result::Ok(#upcast)
     }
 }
 
@@ -203,7 +195,11 @@ fn previous_assertions(event: &EventStruct, name: &LitStr, version: u32) -> Toke
 /// After an error: the constants that were readable, and bodies that fail at run time (they
 /// never run: the crate does not compile).
 fn stub(event: &EventStruct) -> TokenStream {
-    let header = stub_impl_header(event.original, quote!(::jetsource::__private::Event));
+    let header = stub_impl_header(
+        event.original,
+        quote!(::jetsource::__private::Event),
+        thread_safe(),
+    );
     let name = match &event.attrs.name {
         Some(name) => quote!(#name),
         None => quote!(""),
@@ -264,10 +260,12 @@ mod tests {
         );
         assert!(output.contains("const VERSION : :: core :: primitive :: u32 = 1u32"));
         assert!(output.contains(":: jetsource :: __private :: Codec :: Json"));
-        assert!(output.contains("JsonPayload > :: decode_json (raw)"));
+        assert!(output.contains(
+            "const __JETSOURCE_PAYLOAD : :: jetsource :: __private :: PayloadFns < Deposited > = :: jetsource :: __private :: json_payload_fns :: < Deposited > ()"
+        ));
         assert!(output.contains("unknown_version (raw)"));
         assert!(
-            !output.contains("const _"),
+            !output.contains("assert"),
             "no previous, no assertions: {output}"
         );
     }
@@ -279,8 +277,9 @@ mod tests {
             struct Deposited { amount: u64 }
         });
         assert!(output.contains("Codec :: Protobuf"));
-        assert!(output.contains("ProtobufPayload > :: encode_protobuf (self)"));
-        assert!(!output.contains("JsonPayload"));
+        assert!(output
+            .contains(":: jetsource :: __private :: protobuf_payload_fns :: < Deposited > ()"));
+        assert!(!output.contains("json"));
     }
 
     #[test]
@@ -290,9 +289,11 @@ mod tests {
             struct Opened;
         });
         assert!(output.contains(
-            "< v1 :: Opened as :: jetsource :: __private :: Event > :: decode_stored (raw)"
+            "let previous = < v1 :: Opened as :: jetsource :: __private :: Event > :: decode_stored (raw) ? ;"
         ));
-        assert!(output.contains("< Self as :: core :: convert :: From < v1 :: Opened >> :: from"));
+        assert!(output.contains(
+            ":: core :: result :: Result :: Ok (< Self as :: jetsource :: __private :: UpcastFrom < v1 :: Opened >> :: upcast_from (previous))"
+        ));
         assert!(output.contains(
             "< v1 :: Opened as :: jetsource :: __private :: Event > :: is_known_name (name)"
         ));
@@ -311,8 +312,8 @@ mod tests {
             #[event(name = "account_opened", version = 3, previous = Created, upcast = up::grade, renamed_from = "created")]
             struct Opened;
         });
-        assert!(output.contains("decode_stored (raw) , up :: grade ,"));
-        assert!(!output.contains("From"));
+        assert!(output.contains(":: core :: result :: Result :: Ok (up :: grade (previous))"));
+        assert!(!output.contains("UpcastFrom"));
         assert!(output.contains(":: NAME , \"created\" ,"));
         assert!(output.contains(
             "`renamed_from = \\\"created\\\"` of event `Opened` must be the wire name of its previous version `Created`"
@@ -328,7 +329,7 @@ mod tests {
         assert!(output.contains("compile_error ! { \"unknown key `colour`"));
         assert!(output.contains("compile_error ! { \"missing `name` in #[event]\" }"));
         assert!(output.contains("compile_error ! { \"event versions start at 1\" }"));
-        assert!(output.contains("impl :: jetsource :: __private :: Event for Broken where Self"));
+        assert!(output.contains("impl :: jetsource :: __private :: Event for Broken {"));
         assert!(output.contains("derive_failed"));
     }
 

@@ -1,7 +1,7 @@
 //! `#[derive(EventSet)]`: encode and decode by variant, `From` each event type, and the
 //! `ApplyEach` routing the aggregate derive relies on.
 
-use super::{const_assert, parse_input, run, stub_impl_header, type_name};
+use super::{const_assert, parse_input, run, stub_impl_header, thread_safe, type_name};
 use crate::ast::EventSetEnum;
 use crate::valid;
 use proc_macro2::TokenStream;
@@ -190,7 +190,11 @@ fn distinct_names(set: &EventSetEnum, members: &[Member]) -> TokenStream {
 /// After an error: an event set that knows no names (its bodies never run: the crate does not
 /// compile).
 fn stub(set: &EventSetEnum) -> TokenStream {
-    let header = stub_impl_header(set.original, quote!(::jetsource::__private::EventSet));
+    let header = stub_impl_header(
+        set.original,
+        quote!(::jetsource::__private::EventSet),
+        thread_safe(),
+    );
     quote! {
         #header {
             const NAMES: &'static [&'static ::core::primitive::str] = &[];

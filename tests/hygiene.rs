@@ -1,0 +1,135 @@
+//! The derives' generated code names everything by absolute path: it must compile, without a
+//! single warning, in a module where the prelude's names mean something else.
+#![deny(warnings)]
+
+mod shadowed {
+    // Every prelude name the generated code could be tempted to use, made to mean something
+    // else. They are used below so that nothing here is dead code.
+    #![allow(non_snake_case, non_upper_case_globals)]
+
+    pub struct Result;
+    pub struct Option;
+    pub struct Vec;
+    pub struct Box;
+    pub struct String;
+    pub fn Ok() {}
+    pub fn Err() {}
+    pub fn Some() {}
+    pub const None: () = ();
+
+    use jetsource::{Aggregate, Apply, Event, EventSet};
+
+    #[derive(Event, serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[event(name = "opened", version = 1)]
+    pub struct OpenedV1 {
+        pub owner: ::std::string::String,
+    }
+
+    #[derive(Event, serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[event(name = "opened", version = 2, previous = OpenedV1)]
+    pub struct Opened {
+        pub owner: ::std::string::String,
+        pub currency: ::std::string::String,
+    }
+
+    impl ::core::convert::From<OpenedV1> for Opened {
+        fn from(v1: OpenedV1) -> Self {
+            Opened {
+                owner: v1.owner,
+                currency: "EUR".into(),
+            }
+        }
+    }
+
+    #[derive(Event, Clone, PartialEq, prost::Message)]
+    #[event(name = "deposited", version = 1, codec = "protobuf")]
+    pub struct Deposited {
+        #[prost(uint64, tag = "1")]
+        pub cents: u64,
+    }
+
+    #[derive(EventSet, Debug, PartialEq)]
+    #[event_set(retired("noted"))]
+    pub enum AccountEvent {
+        Opened(Opened),
+        Deposited(Deposited),
+    }
+
+    #[derive(Aggregate, Default, serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[aggregate(name = "account", events = AccountEvent, snapshot(schema = 1, every = 10))]
+    pub struct Account {
+        pub owner: ::std::option::Option<::std::string::String>,
+        pub cents: u64,
+    }
+
+    impl Apply<Opened> for Account {
+        fn apply(&mut self, event: Opened) {
+            self.owner = ::std::option::Option::Some(event.owner);
+        }
+    }
+
+    impl Apply<Deposited> for Account {
+        fn apply(&mut self, event: Deposited) {
+            self.cents += event.cents;
+        }
+    }
+
+    /// Uses every shadow, so `deny(warnings)` also proves none of them is dead.
+    pub fn shadows() -> (Result, Option, Vec, Box, String, (), (), (), ()) {
+        (Result, Option, Vec, Box, String, Ok(), Err(), Some(), None)
+    }
+}
+
+use jetsource::{Aggregate, Codec, Event, EventSet, RawEvent};
+use shadowed::{Account, AccountEvent, Deposited, Opened};
+
+fn decode(name: &str, version: u32, codec: Codec, payload: &[u8]) -> Option<AccountEvent> {
+    AccountEvent::decode(RawEvent {
+        name,
+        version,
+        codec,
+        payload,
+    })
+    .unwrap()
+}
+
+#[test]
+fn derives_work_where_prelude_names_are_shadowed() {
+    let _ = shadowed::shadows();
+
+    let opened = decode("opened", 1, Codec::Json, br#"{"owner":"ada"}"#).unwrap();
+    assert_eq!(
+        opened,
+        AccountEvent::Opened(Opened {
+            owner: "ada".into(),
+            currency: "EUR".into()
+        })
+    );
+
+    let deposit = AccountEvent::from(Deposited { cents: 250 })
+        .encode()
+        .unwrap();
+    assert_eq!(
+        (deposit.name, deposit.codec),
+        ("deposited", Codec::Protobuf)
+    );
+    let deposited = decode(
+        deposit.name,
+        deposit.version,
+        deposit.codec,
+        &deposit.payload,
+    )
+    .unwrap();
+    assert_eq!(deposited, AccountEvent::Deposited(Deposited { cents: 250 }));
+    assert_eq!(decode("noted", 1, Codec::Json, b"{}"), None);
+    assert_eq!(Opened::VERSION, 2);
+
+    let mut account = Account::default();
+    account.apply_event(opened);
+    account.apply_event(deposited);
+    let snapshot = account.encode_snapshot().unwrap().unwrap();
+    let restored = Account::decode_snapshot(&snapshot).unwrap().unwrap();
+    assert_eq!(restored, account);
+    assert_eq!(restored.owner.as_deref(), Some("ada"));
+    assert_eq!(restored.cents, 250);
+}

@@ -1,0 +1,39 @@
+use jetsource::{Aggregate, Apply, Event, EventSet};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "deposited", version = 1)]
+struct Deposited {
+    amount: u64,
+}
+
+#[derive(EventSet)]
+enum AccountEvent {
+    Deposited(Deposited),
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "withdrawn", version = 1)]
+struct Withdrawn {
+    amount: u64,
+}
+
+#[derive(EventSet)]
+enum LedgerEvent {
+    Deposited(Deposited),
+    Withdrawn(Withdrawn),
+}
+
+#[derive(Aggregate, Default)]
+#[aggregate(name = "account", events = LedgerEvent)]
+struct Account {
+    balance: u64,
+}
+
+impl Apply<Deposited> for Account {
+    fn apply(&mut self, event: Deposited) {
+        self.balance += event.amount;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[derive(jetsource::Event, serde::Serialize, serde::Deserialize)]
+struct Opened {
+    owner: String,
+}
+
+fn main() {}

@@ -1,0 +1,17 @@
+#[derive(jetsource::Event, serde::Serialize, serde::Deserialize)]
+#[event(name = "opened", version = 2, previous = OpenedV1)]
+struct Opened {
+    owner: String,
+}
+
+struct OpenedV1 {
+    owner: String,
+}
+
+impl From<OpenedV1> for Opened {
+    fn from(old: OpenedV1) -> Self {
+        Opened { owner: old.owner }
+    }
+}
+
+fn main() {}

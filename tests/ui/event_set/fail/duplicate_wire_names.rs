@@ -1,0 +1,22 @@
+use jetsource::{Event, EventSet};
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "opened", version = 1)]
+struct Opened {
+    owner: String,
+}
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "opened", version = 1)]
+struct Reopened {
+    owner: String,
+}
+
+#[derive(EventSet)]
+enum AccountEvent {
+    Opened(Opened),
+    Reopened(Reopened),
+}
+
+fn main() {}

@@ -1,0 +1,359 @@
+//! Stored events of every older shape decode into today's types: upcast chains over JSON and
+//! Protobuf (and across a codec change), custom upcast functions, renamed and retired events,
+//! and each way decoding can fail.
+
+use jetsource::{Codec, DecodeError, EncodedEvent, Event, EventSet, RawEvent};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+// A JSON lineage of three versions: v1 -> v2 by `From`, v2 -> v3 by a custom function.
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "opened", version = 1)]
+struct OpenedV1 {
+    owner: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "opened", version = 2, previous = OpenedV1)]
+struct OpenedV2 {
+    owner: String,
+    currency: String,
+}
+
+impl From<OpenedV1> for OpenedV2 {
+    fn from(v1: OpenedV1) -> Self {
+        OpenedV2 {
+            owner: v1.owner,
+            currency: "EUR".to_owned(),
+        }
+    }
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "opened", version = 3, previous = OpenedV2, upcast = opened_with_limit)]
+struct Opened {
+    owner: String,
+    currency: String,
+    overdraft_limit: u64,
+}
+
+fn opened_with_limit(v2: OpenedV2) -> Opened {
+    Opened {
+        owner: v2.owner,
+        currency: v2.currency,
+        overdraft_limit: 100,
+    }
+}
+
+// A lineage that changes codec: JSON v1, then Protobuf v2 and v3.
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "deposited", version = 1)]
+struct DepositedV1 {
+    cents: u32,
+}
+
+#[derive(Event, Clone, PartialEq, prost::Message)]
+#[event(name = "deposited", version = 2, previous = DepositedV1, codec = "protobuf")]
+struct DepositedV2 {
+    #[prost(uint64, tag = "1")]
+    cents: u64,
+}
+
+impl From<DepositedV1> for DepositedV2 {
+    fn from(v1: DepositedV1) -> Self {
+        DepositedV2 {
+            cents: u64::from(v1.cents),
+        }
+    }
+}
+
+#[derive(Event, Clone, PartialEq, prost::Message)]
+#[event(name = "deposited", version = 3, previous = DepositedV2, codec = "protobuf")]
+struct Deposited {
+    #[prost(uint64, tag = "1")]
+    cents: u64,
+    #[prost(string, tag = "2")]
+    reference: String,
+}
+
+impl From<DepositedV2> for Deposited {
+    fn from(v2: DepositedV2) -> Self {
+        Deposited {
+            cents: v2.cents,
+            reference: "unknown".to_owned(),
+        }
+    }
+}
+
+// A renamed event: stored as "closure_requested" v1, written as "closed" v2 since.
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "closure_requested", version = 1)]
+struct ClosureRequested {
+    reason: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "closed", version = 2, previous = ClosureRequested, renamed_from = "closure_requested")]
+struct Closed {
+    reason: String,
+}
+
+impl From<ClosureRequested> for Closed {
+    fn from(old: ClosureRequested) -> Self {
+        Closed { reason: old.reason }
+    }
+}
+
+#[derive(EventSet, Debug, PartialEq)]
+#[event_set(retired("note_added"))]
+enum AccountEvent {
+    Opened(Opened),
+    Deposited(Deposited),
+    Closed(Closed),
+}
+
+fn decode(
+    name: &str,
+    version: u32,
+    codec: Codec,
+    payload: &[u8],
+) -> Result<Option<AccountEvent>, DecodeError> {
+    AccountEvent::decode(RawEvent {
+        name,
+        version,
+        codec,
+        payload,
+    })
+}
+
+fn decode_event(name: &str, version: u32, codec: Codec, payload: &[u8]) -> AccountEvent {
+    decode(name, version, codec, payload)
+        .unwrap()
+        .expect("not a retired event")
+}
+
+fn round_trip(event: AccountEvent) -> (EncodedEvent, AccountEvent) {
+    let encoded = event.encode().unwrap();
+    let decoded = decode_event(
+        encoded.name,
+        encoded.version,
+        encoded.codec,
+        &encoded.payload,
+    );
+    (encoded, decoded)
+}
+
+#[test]
+fn json_v1_is_upcast_through_from_and_a_custom_function() {
+    let event = decode_event("opened", 1, Codec::Json, br#"{"owner":"ada"}"#);
+    assert_eq!(
+        event,
+        AccountEvent::Opened(Opened {
+            owner: "ada".to_owned(),
+            currency: "EUR".to_owned(),
+            overdraft_limit: 100,
+        })
+    );
+}
+
+#[test]
+fn json_v2_is_upcast_by_the_custom_function_only() {
+    let event = decode_event(
+        "opened",
+        2,
+        Codec::Json,
+        br#"{"owner":"bob","currency":"USD"}"#,
+    );
+    assert_eq!(
+        event,
+        AccountEvent::Opened(Opened {
+            owner: "bob".to_owned(),
+            currency: "USD".to_owned(),
+            overdraft_limit: 100,
+        })
+    );
+}
+
+#[test]
+fn current_json_version_round_trips() {
+    let opened = Opened {
+        owner: "cy".to_owned(),
+        currency: "CHF".to_owned(),
+        overdraft_limit: 7,
+    };
+    let (encoded, decoded) = round_trip(AccountEvent::Opened(opened));
+    assert_eq!(
+        (encoded.name, encoded.version, encoded.codec),
+        ("opened", 3, Codec::Json)
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&encoded.payload).unwrap(),
+        serde_json::json!({"owner": "cy", "currency": "CHF", "overdraft_limit": 7})
+    );
+    assert_eq!(decoded.event_name(), "opened");
+    assert!(matches!(
+        decoded,
+        AccountEvent::Opened(Opened {
+            overdraft_limit: 7,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn protobuf_round_trips_and_upcasts_across_a_codec_change() {
+    let deposited = Deposited {
+        cents: 1_250,
+        reference: "inv-7".to_owned(),
+    };
+    let (encoded, decoded) = round_trip(AccountEvent::Deposited(deposited.clone()));
+    assert_eq!(
+        (encoded.name, encoded.version, encoded.codec),
+        ("deposited", 3, Codec::Protobuf)
+    );
+    assert_eq!(encoded.payload, deposited.encode_to_vec());
+    assert_eq!(decoded, AccountEvent::Deposited(deposited));
+
+    let v2 = DepositedV2 { cents: 99 }.encode_to_vec();
+    assert_eq!(
+        decode_event("deposited", 2, Codec::Protobuf, &v2),
+        AccountEvent::Deposited(Deposited {
+            cents: 99,
+            reference: "unknown".to_owned(),
+        })
+    );
+
+    let v1 = decode_event("deposited", 1, Codec::Json, br#"{"cents":42}"#);
+    assert_eq!(
+        v1,
+        AccountEvent::Deposited(Deposited {
+            cents: 42,
+            reference: "unknown".to_owned(),
+        })
+    );
+}
+
+#[test]
+fn renamed_event_decodes_under_its_old_name() {
+    assert_eq!(AccountEvent::NAMES, ["opened", "deposited", "closed"]);
+    assert!(Closed::is_known_name("closure_requested") && Closed::is_known_name("closed"));
+    assert!(!Closed::is_known_name("opened"));
+    let old = decode_event(
+        "closure_requested",
+        1,
+        Codec::Json,
+        br#"{"reason":"moved"}"#,
+    );
+    assert_eq!(
+        old,
+        AccountEvent::Closed(Closed {
+            reason: "moved".to_owned()
+        })
+    );
+    let (encoded, _) = round_trip(old);
+    assert_eq!((encoded.name, encoded.version), ("closed", 2));
+}
+
+#[test]
+fn retired_event_is_dropped() {
+    let dropped = decode("note_added", 3, Codec::Json, b"anything").unwrap();
+    assert_eq!(dropped, None);
+}
+
+#[test]
+fn future_version_is_reported_with_the_latest_known() {
+    let error = decode("opened", 4, Codec::Json, b"{}").unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::FutureVersion { name, version: 4, latest: 3 } if name == "opened"),
+        "{error:?}"
+    );
+    // The old name of a renamed event knows only the versions stored under it.
+    let error = decode("closure_requested", 2, Codec::Json, b"{}").unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DecodeError::FutureVersion {
+                version: 2,
+                latest: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn unknown_version_and_unknown_name() {
+    let error = decode("opened", 0, Codec::Json, b"{}").unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::UnknownVersion { name, version: 0 } if name == "opened"),
+        "{error:?}"
+    );
+    // Version 1 of the renamed event was never stored under its new name.
+    let error = decode("closed", 1, Codec::Json, br#"{"reason":"x"}"#).unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::UnknownVersion { name, version: 1 } if name == "closed"),
+        "{error:?}"
+    );
+    let error = decode("withdrawn", 1, Codec::Json, b"{}").unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::UnknownEvent { name, version: 1 } if name == "withdrawn"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn codec_mismatch_names_both_codecs() {
+    let error = decode("deposited", 3, Codec::Json, br#"{"cents":1}"#).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DecodeError::CodecMismatch {
+                version: 3,
+                expected: Codec::Protobuf,
+                found: Codec::Json,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    // v1 of the same lineage is JSON: the check is per stored version.
+    let error = decode("deposited", 1, Codec::Protobuf, &[8, 1]).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DecodeError::CodecMismatch {
+                version: 1,
+                expected: Codec::Json,
+                found: Codec::Protobuf,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn malformed_payloads_are_reported_per_codec() {
+    let error = decode("opened", 3, Codec::Json, br#"{"owner":1}"#).unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::Malformed { name, version: 3, codec: Codec::Json, .. } if name == "opened"),
+        "{error:?}"
+    );
+    // A field header promising more bytes than there are.
+    let error = decode("deposited", 3, Codec::Protobuf, &[0x12, 0x05, b'a']).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DecodeError::Malformed {
+                version: 3,
+                codec: Codec::Protobuf,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
