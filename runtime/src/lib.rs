@@ -56,11 +56,14 @@ pub use id::{AggregateId, InvalidId, MAX_ID_BYTES};
 pub use repository::{
     Committed, ExecuteError, Loaded, Repository, RepositoryError, DEFAULT_CONFLICT_RETRIES,
 };
-#[cfg(feature = "jetstream")]
-pub use store::{JetStreamConnectOptions, JetStreamCredentials, JetStreamError, JetStreamStore, JetStreamStorage, StreamConfig};
 pub use store::{
     AggregateKey, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, InMemoryStore,
     NewEvent, Snapshot, StoreError, StoredEvent,
+};
+#[cfg(feature = "jetstream")]
+pub use store::{
+    JetStreamConnectOptions, JetStreamCredentials, JetStreamError, JetStreamStorage,
+    JetStreamStore, StreamConfig,
 };
 
 /// Derives [`Event`] for a struct: `#[event(name = "...", version = N, previous = OldType,

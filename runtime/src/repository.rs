@@ -96,7 +96,8 @@ impl<E> ExecuteError<E> {
 /// Loads aggregates of type `A` from store `S` and executes commands on them.
 ///
 /// A command is a closure from the current state to the events to append, or a domain error.
-/// On a concurrency conflict the aggregate is reloaded and the command runs again, up to
+/// On a concurrency conflict the state catches up on the newer events and the command runs
+/// again, up to
 /// [`DEFAULT_CONFLICT_RETRIES`] times.
 ///
 /// ```
@@ -175,8 +176,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
     /// Keeps the state of up to `capacity` recently used aggregates in memory, so a command on a
     /// warm aggregate skips the load. A cached state is trusted only as far as optimistic
-    /// concurrency allows: if another writer appended meanwhile, the append conflicts, the entry
-    /// is dropped and the command reruns on a fresh load. Clones of the repository share the cache.
+    /// concurrency allows: if another writer appended meanwhile, the append conflicts, the state
+    /// catches up on the newer events and the command reruns. Clones of the repository share
+    /// the cache.
     ///
     /// ```
     /// # use jetsource::{Aggregate, Apply, Event, EventSet, InMemoryStore, Repository};
@@ -348,19 +350,13 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             .causation_id
             .clone()
             .or_else(|| metadata.command_id.clone());
+        let mut loaded = match self.take_cached(&key) {
+            Some(cached) => cached,
+            None => self.load_key(&key).await?,
+        };
         let mut attempts = 0;
         loop {
             attempts += 1;
-            // After a conflict the cached state is known stale, so only the first attempt may use it.
-            let cached = if attempts == 1 {
-                self.take_cached(&key)
-            } else {
-                None
-            };
-            let mut loaded = match cached {
-                Some(loaded) => loaded,
-                None => self.load_key(&key).await?,
-            };
             let events = command(&loaded.state).map_err(ExecuteError::Rejected)?;
             if events.is_empty() {
                 return Ok(Committed {
@@ -434,6 +430,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 }
                 Err(StoreError::Conflict { .. }) if attempts <= self.conflict_retries => {
                     tracing::debug!(aggregate = %key, attempts, "conflict, retrying command");
+                    // The command only read the state, so it is still the aggregate as of
+                    // `loaded.version`: catching up on the newer events is enough, and keeps a
+                    // contended aggregate from being replayed from the start on every retry.
+                    let newer = self
+                        .store
+                        .load(&key, loaded.version + 1)
+                        .await
+                        .map_err(RepositoryError::from)?;
+                    replay(&key, &mut loaded, &newer)?;
                 }
                 Err(error) => return Err(RepositoryError::Store(error).into()),
             }

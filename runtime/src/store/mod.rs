@@ -1,11 +1,14 @@
 //! The event store contract every backend implements, and the stored event's shape.
 
 #[cfg(feature = "jetstream")]
-mod jetstream;
+pub(crate) mod jetstream;
 mod memory;
 
 #[cfg(feature = "jetstream")]
-pub use jetstream::{ConnectOptions as JetStreamConnectOptions, Credentials as JetStreamCredentials, JetStreamError, JetStreamStore, Storage as JetStreamStorage, StreamConfig};
+pub use jetstream::{
+    ConnectOptions as JetStreamConnectOptions, Credentials as JetStreamCredentials, JetStreamError,
+    JetStreamStore, Storage as JetStreamStorage, StreamConfig,
+};
 pub use memory::InMemoryStore;
 
 use std::collections::BTreeMap;

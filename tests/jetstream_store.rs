@@ -1,0 +1,478 @@
+//! The JetStream store against a real nats-server spawned by the test harness: concurrency,
+//! atomicity, idempotency beyond the dedupe window, validation, auth, config and restarts.
+
+mod support;
+
+use std::time::Duration;
+
+use jetsource::testing::nats_server::{Auth, NatsServer};
+use jetsource::{
+    Aggregate, Apply, CommandMetadata, Event, EventSet, EventStore, ExpectedVersion,
+    JetStreamConnectOptions, JetStreamError, JetStreamStore, Repository, RepositoryError,
+    StoreError,
+};
+use serde::{Deserialize, Serialize};
+use support::{event, events, key};
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "incremented", version = 1)]
+struct Incremented {
+    by: u64,
+}
+
+#[derive(EventSet, Debug, Clone, PartialEq)]
+enum CounterEvent {
+    Incremented(Incremented),
+}
+
+#[derive(Aggregate, Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[aggregate(name = "counter", events = CounterEvent, snapshot(schema = 1, every = 50))]
+struct Counter {
+    total: u64,
+}
+
+impl Apply<Incremented> for Counter {
+    fn apply(&mut self, event: Incremented) {
+        self.total += event.by;
+    }
+}
+
+fn jetstream_error(error: &StoreError) -> Option<&JetStreamError> {
+    match error {
+        StoreError::Backend(inner) => inner.downcast_ref::<JetStreamError>(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_writers_on_one_aggregate_never_lose_or_duplicate_a_version() {
+    let server = NatsServer::start();
+    let store = support::store(&server, "OCC").await;
+    let repo = Repository::<Counter, _>::new(store.clone()).with_conflict_retries(100_000);
+    let writers = (0..16)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move {
+                for _ in 0..500 {
+                    repo.execute("c1", |_: &Counter| {
+                        Ok::<_, std::convert::Infallible>(vec![Incremented { by: 1 }.into()])
+                    })
+                    .await
+                    .expect("command succeeds within the retries");
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let stored = store.load(&key("counter", "c1"), 1).await.unwrap();
+    assert_eq!(stored.len(), 8000);
+    assert!(stored.iter().map(|e| e.sequence).eq(1..=8000));
+    assert!(stored.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(repo.load("c1").await.unwrap().state.total, 8000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_aggregates_append_in_parallel_over_one_connection() {
+    let server = NatsServer::start();
+    let store = support::store(&server, "PIPE").await;
+    let tasks = (0..100)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let k = key("acct", &format!("a{i}"));
+                for v in 0..20u64 {
+                    let outcome = store
+                        .append(&k, ExpectedVersion::Exact(v), None, events("deposited", 1))
+                        .await
+                        .unwrap();
+                    assert_eq!(outcome.last_sequence, v + 1);
+                }
+            })
+        })
+        .collect::<Vec<_>>();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for i in 0..100 {
+        let loaded = store.load(&key("acct", &format!("a{i}")), 1).await.unwrap();
+        assert!(loaded.iter().map(|e| e.sequence).eq(1..=20));
+    }
+    assert_eq!(store.read_all(1, usize::MAX).await.unwrap().len(), 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_event_commit_is_all_or_nothing() {
+    let server = NatsServer::start();
+    // Messages over 1 KiB are refused: the second event of the commit fails on the server.
+    let store =
+        support::store_with(&server, support::config("ATOMIC").max_message_size(1024)).await;
+    let k = key("acct", "atomic");
+    let big = "x".repeat(4096);
+    let commit = vec![
+        event("deposited", "{}"),
+        event("deposited", &format!("\"{big}\"")),
+        event("deposited", "{}"),
+    ];
+    let err = store
+        .append(&k, ExpectedVersion::Exact(0), None, commit)
+        .await
+        .expect_err("the oversized event fails the commit");
+    assert!(jetstream_error(&err).is_some(), "typed error: {err:?}");
+    assert!(
+        store.load(&k, 1).await.unwrap().is_empty(),
+        "nothing of the commit is stored"
+    );
+    assert!(store.read_all(1, 100).await.unwrap().is_empty());
+    // The aggregate is still at version 0 and accepts the next commit.
+    let outcome = store
+        .append(&k, ExpectedVersion::Exact(0), None, events("deposited", 3))
+        .await
+        .unwrap();
+    assert_eq!(outcome.last_sequence, 3);
+    assert_eq!(store.load(&k, 1).await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_multi_event_commit_stores_nothing() {
+    let server = NatsServer::start();
+    let store = support::store(&server, "ATOMIC_OCC").await;
+    let k = key("acct", "a");
+    store
+        .append(&k, ExpectedVersion::Exact(0), None, events("deposited", 2))
+        .await
+        .unwrap();
+    // A second store has a cold cache; make it stale by appending through the first.
+    let other = support::store(&server, "ATOMIC_OCC").await;
+    other.load(&k, 1).await.unwrap();
+    store
+        .append(&k, ExpectedVersion::Exact(2), None, events("deposited", 1))
+        .await
+        .unwrap();
+    let err = other
+        .append(&k, ExpectedVersion::Exact(2), None, events("deposited", 5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 2,
+                actual: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(store.load(&k, 1).await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_idempotent_inside_and_after_the_dedupe_window() {
+    let server = NatsServer::start();
+    let config = support::config("IDEM").duplicate_window(Duration::from_secs(1));
+    let store = support::store_with(&server, config.clone()).await;
+    let k = key("acct", "idem");
+    let first = store
+        .append(
+            &k,
+            ExpectedVersion::Exact(0),
+            Some("cmd-1"),
+            events("deposited", 2),
+        )
+        .await
+        .unwrap();
+    let single = store
+        .append(
+            &k,
+            ExpectedVersion::Exact(2),
+            Some("cmd-2"),
+            events("deposited", 1),
+        )
+        .await
+        .unwrap();
+    // Inside the window, from this store and from a fresh one (cold cache).
+    let fresh = support::store_with(&server, config.clone()).await;
+    for s in [&store, &fresh] {
+        let again = s
+            .append(
+                &k,
+                ExpectedVersion::Exact(0),
+                Some("cmd-1"),
+                events("deposited", 2),
+            )
+            .await
+            .unwrap();
+        assert!(again.duplicate);
+        assert_eq!(again.last_position, first.last_position);
+    }
+    // Past the window the server has forgotten the message ids; the store has not.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let late = support::store_with(&server, config).await;
+    for (s, expected) in [
+        (&late, ExpectedVersion::Exact(0)),
+        (&late, ExpectedVersion::Exact(3)),
+        (&store, ExpectedVersion::Any),
+    ] {
+        let again = s
+            .append(&k, expected, Some("cmd-2"), events("deposited", 1))
+            .await
+            .unwrap();
+        assert!(again.duplicate, "{expected:?}");
+        assert_eq!(
+            (
+                again.first_sequence,
+                again.last_sequence,
+                again.last_position
+            ),
+            (
+                single.first_sequence,
+                single.last_sequence,
+                single.last_position
+            )
+        );
+    }
+    let stored = store.load(&k, 1).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(
+        stored
+            .iter()
+            .map(|e| e.command_id.as_deref())
+            .collect::<Vec<_>>(),
+        [Some("cmd-1"), Some("cmd-1"), Some("cmd-2")]
+    );
+    // Through the repository as well: a retried command appends nothing.
+    let repo = Repository::<Counter, _>::new(store.clone());
+    let meta = CommandMetadata::default().command_id("inc-1");
+    let inc = |_: &Counter| Ok::<_, String>(vec![Incremented { by: 7 }.into()]);
+    assert!(
+        !repo
+            .execute_with("r", meta.clone(), inc)
+            .await
+            .unwrap()
+            .duplicate
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let again = repo.execute_with("r", meta, inc).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.state.total, 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_carry_the_documented_headers() {
+    let server = NatsServer::start();
+    let store = support::store(&server, "HDRS").await;
+    let k = key("acct", "h1");
+    let mut e = event("deposited", "{}");
+    e.headers.insert(
+        "traceparent".into(),
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+    );
+    store
+        .append(
+            &k,
+            ExpectedVersion::Exact(0),
+            Some("cmd-h"),
+            vec![e.clone()],
+        )
+        .await
+        .unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("HDRS").await.unwrap();
+    let raw = stream
+        .get_last_raw_message_by_subject("hdrs.acct.h1.deposited")
+        .await
+        .unwrap();
+    let get = |name: &str| raw.headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(get("Jetsource-Event-Id"), Some(e.id.to_string()));
+    assert_eq!(get("Jetsource-Sequence").as_deref(), Some("1"));
+    assert_eq!(get("Jetsource-Command-Id").as_deref(), Some("cmd-h"));
+    assert_eq!(get("Jetsource-H-tenant").as_deref(), Some("acme"));
+    assert_eq!(get("traceparent"), e.headers.get("traceparent").cloned());
+    assert!(get("Nats-Msg-Id").is_some_and(|id| id.contains("cmd-h")));
+    // Loads leave no consumer behind.
+    store.load(&k, 1).await.unwrap();
+    store.read_all(1, 10).await.unwrap();
+    let mut stream = js.get_stream("HDRS").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.consumer_count, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_names_and_values_are_rejected_before_sending() {
+    let server = NatsServer::start();
+    let store = support::store(&server, "UNSAFE").await;
+    let k = key("acct", "u1");
+    let mut bad_header = event("deposited", "{}");
+    bad_header
+        .headers
+        .insert("x".into(), "a\r\nNats-Msg-Id: forged".into());
+    let mut bad_header_name = event("deposited", "{}");
+    bad_header_name.headers.insert("a b".into(), "v".into());
+    let mut bad_correlation = event("deposited", "{}");
+    bad_correlation.correlation_id = "c\n1".into();
+    let cases = vec![
+        (key("acct", "u1"), vec![event("deposited.all", "{}")], None),
+        (key("acct", "u1"), vec![event("*", "{}")], None),
+        (key("acct.x", "u1"), vec![event("deposited", "{}")], None),
+        (key("acct", "u1"), vec![bad_header], None),
+        (key("acct", "u1"), vec![bad_header_name], None),
+        (key("acct", "u1"), vec![bad_correlation], None),
+        (
+            key("acct", "u1"),
+            vec![event("deposited", "{}")],
+            Some("cmd\r\n"),
+        ),
+    ];
+    for (k, events, command) in cases {
+        let err = store
+            .append(&k, ExpectedVersion::Exact(0), command, events)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                jetstream_error(&err),
+                Some(JetStreamError::InvalidInput { .. })
+            ),
+            "{err:?}"
+        );
+    }
+    assert!(store.read_all(1, 10).await.unwrap().is_empty());
+    let repo = Repository::<Counter, _>::new(store.clone());
+    assert!(matches!(
+        repo.load("a.>").await,
+        Err(RepositoryError::InvalidId(_))
+    ));
+    store
+        .append(&k, ExpectedVersion::Exact(0), None, events("deposited", 1))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_a_typed_error() {
+    let server = NatsServer::with_auth(Auth::UserPassword {
+        user: "app".into(),
+        password: "right".into(),
+    });
+    let connect = |password: &str| {
+        JetStreamStore::connect(
+            JetStreamConnectOptions::new([server.url()]).user_password("app", password),
+            support::config("AUTH"),
+        )
+    };
+    let err = connect("wrong").await.unwrap_err();
+    assert!(matches!(err, JetStreamError::Auth(_)), "{err:?}");
+    let store = connect("right").await.unwrap();
+    store
+        .append(
+            &key("acct", "a"),
+            ExpectedVersion::Exact(0),
+            None,
+            events("deposited", 1),
+        )
+        .await
+        .unwrap();
+
+    let token_server = NatsServer::with_auth(Auth::Token("t0ken".into()));
+    let with_token = |token: &str| {
+        JetStreamStore::connect(
+            JetStreamConnectOptions::new([token_server.url()]).token(token),
+            support::config("AUTH"),
+        )
+    };
+    assert!(matches!(
+        with_token("nope").await,
+        Err(JetStreamError::Auth(_))
+    ));
+    assert!(with_token("t0ken").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_config_is_validated_and_conflicts_are_typed() {
+    let server = NatsServer::start();
+    for bad in [
+        jetsource::StreamConfig::new("CFG", "a.*"),
+        jetsource::StreamConfig::new("CFG", "$JS"),
+        jetsource::StreamConfig::new("CFG", ""),
+        jetsource::StreamConfig::new("C.FG", "cfg"),
+        jetsource::StreamConfig::new("CFG", "cfg").replicas(0),
+    ] {
+        let err = JetStreamStore::connect(JetStreamConnectOptions::new([server.url()]), bad)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, JetStreamError::InvalidConfig(_)), "{err:?}");
+    }
+    let config = support::config("CFG");
+    support::store_with(&server, config.clone()).await;
+    // Same config: idempotent.
+    support::store_with(&server, config.clone()).await;
+    let changed = config.clone().max_age(Duration::from_secs(3600));
+    let err = JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        changed.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            JetStreamError::ConfigConflict {
+                field: "max_age",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // Allowed explicitly, the update goes through and the new config then matches.
+    support::store_with(&server, changed.clone().update_existing(true)).await;
+    support::store_with(&server, changed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_survives_a_server_restart() {
+    let mut server = NatsServer::start();
+    let store = JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]).request_timeout(Duration::from_secs(2)),
+        support::config("RESTART"),
+    )
+    .await
+    .unwrap();
+    let k = key("acct", "r1");
+    store
+        .append(
+            &k,
+            ExpectedVersion::Exact(0),
+            Some("before"),
+            events("deposited", 2),
+        )
+        .await
+        .unwrap();
+    server.restart();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let outcome = loop {
+        match store
+            .append(
+                &k,
+                ExpectedVersion::Exact(2),
+                Some("after"),
+                events("deposited", 1),
+            )
+            .await
+        {
+            Ok(outcome) => break outcome,
+            Err(err) => {
+                assert!(jetstream_error(&err).is_some(), "untyped error: {err:?}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still failing: {err:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(outcome.last_sequence, 3);
+    let stored = store.load(&k, 1).await.unwrap();
+    assert!(stored.iter().map(|e| e.sequence).eq(1..=3));
+}
