@@ -77,3 +77,8 @@ pub use jetsource_macros::EventSet;
 /// Derives [`Aggregate`] for a state struct: `#[aggregate(name = "...", events = EventSet,
 /// snapshot(schema = N, every = M))]`.
 pub use jetsource_macros::Aggregate;
+
+#[cfg(feature = "postgres")]
+pub mod projection;
+#[cfg(feature = "jetstream")]
+pub mod subscriber;

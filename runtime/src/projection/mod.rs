@@ -1,0 +1,368 @@
+//! Read models in PostgreSQL, changed exactly once per event.
+//!
+//! A [`Projection`] applies events to its tables inside a transaction that [`PgProjection`]
+//! opens; the same transaction advances the projection's checkpoint for the event's aggregate
+//! (table `jetsource_projection_checkpoints` in the chosen schema: one row per projection and
+//! aggregate holding the last applied aggregate sequence). An event whose sequence is not past
+//! the checkpoint is skipped, so a redelivery, a crash before the ack, or a second process
+//! racing on the same event changes nothing: the read model sees each event once. The
+//! subscriber's own completion log is not needed and is switched off.
+//!
+//! Caveat of the per-aggregate checkpoint: a dead-lettered event that is redriven after later
+//! events of its aggregate were applied is skipped (it would apply out of order).
+//!
+//! [`PgProjection::rebuild`] deletes the consumer, the checkpoints and (through
+//! [`Projection::reset`]) the read model in one transaction; the next start replays the stream.
+//!
+//! ```no_run
+//! use jetsource::projection::{sqlx, PgProjection, Projection};
+//! use jetsource::subscriber::{EventContext, HandlerError, SubscriberConfig};
+//! use jetsource::{Event, EventSet};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Event, Serialize, Deserialize)]
+//! #[event(name = "deposited", version = 1)]
+//! struct Deposited { amount: i64 }
+//!
+//! #[derive(EventSet)]
+//! enum BalanceEvents { Deposited(Deposited) }
+//!
+//! struct Balances;
+//!
+//! impl Projection for Balances {
+//!     type Event = BalanceEvents;
+//!
+//!     async fn apply(
+//!         &self,
+//!         tx: &mut sqlx::PgConnection,
+//!         event: BalanceEvents,
+//!         ctx: &EventContext,
+//!     ) -> Result<(), HandlerError> {
+//!         let BalanceEvents::Deposited(d) = event;
+//!         sqlx::query(
+//!             "INSERT INTO balances (id, total) VALUES ($1, $2)
+//!              ON CONFLICT (id) DO UPDATE SET total = balances.total + $2",
+//!         )
+//!         .bind(&ctx.aggregate_id)
+//!         .bind(d.amount)
+//!         .execute(tx)
+//!         .await
+//!         .map_err(HandlerError::retryable)?;
+//!         Ok(())
+//!     }
+//!
+//!     async fn reset(&self, tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+//!         sqlx::query("TRUNCATE balances").execute(tx).await.map(|_| ())
+//!     }
+//! }
+//!
+//! # async fn run(store: jetsource::JetStreamStore) -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1/test").await?;
+//! let balances = PgProjection::new(pool, Balances, SubscriberConfig::new("balances"));
+//! balances.setup().await?;
+//! let running = balances.start(&store).await?;
+//! # let _ = running; Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use sqlx;
+use sqlx::{PgConnection, PgPool};
+
+use crate::event_set::EventSet;
+use crate::subscriber::{
+    self, EventContext, HandlerError, Idempotency, Subscriber, SubscriberConfig, SubscriberError,
+    SubscriberHandle,
+};
+use crate::JetStreamStore;
+
+/// A read model fed by events. Everything `apply` does through `tx` commits together with the
+/// checkpoint, or not at all.
+///
+/// ```
+/// use jetsource::projection::{sqlx, Projection};
+/// use jetsource::subscriber::{EventContext, HandlerError};
+/// # use jetsource::{Event, EventSet};
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize)]
+/// # #[event(name = "opened", version = 1)]
+/// # struct Opened { owner: String }
+/// # #[derive(EventSet)]
+/// # enum Events { Opened(Opened) }
+/// struct Owners;
+///
+/// impl Projection for Owners {
+///     type Event = Events;
+///     async fn apply(&self, tx: &mut sqlx::PgConnection, event: Events, ctx: &EventContext)
+///         -> Result<(), HandlerError>
+///     {
+///         let Events::Opened(o) = event;
+///         sqlx::query("INSERT INTO owners (account, owner) VALUES ($1, $2)")
+///             .bind(&ctx.aggregate_id).bind(&o.owner)
+///             .execute(tx).await.map_err(HandlerError::retryable)?;
+///         Ok(())
+///     }
+///     async fn reset(&self, tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+///         sqlx::query("DELETE FROM owners").execute(tx).await.map(|_| ())
+///     }
+/// }
+/// ```
+pub trait Projection: Send + Sync + 'static {
+    /// The events that change the read model.
+    type Event: EventSet;
+
+    /// Applies one event through `tx`, the transaction that also stores the checkpoint.
+    fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: Self::Event,
+        ctx: &EventContext,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Empties the read model before a rebuild, in the transaction that clears the checkpoints.
+    fn reset(&self, tx: &mut PgConnection) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
+
+/// Why a projection operation failed.
+///
+/// ```
+/// use jetsource::projection::ProjectionError;
+/// let e = ProjectionError::InvalidConfig("schema".into());
+/// assert!(e.to_string().contains("schema"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// A name is not a plain SQL identifier.
+    #[error("invalid projection configuration: {0}")]
+    InvalidConfig(String),
+    /// PostgreSQL failed.
+    #[error("PostgreSQL failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The subscriber could not start, or the consumer could not be removed.
+    #[error(transparent)]
+    Subscriber(#[from] SubscriberError),
+}
+
+/// Runs a [`Projection`] as a subscriber with its checkpoint in PostgreSQL.
+///
+/// ```no_run
+/// # use jetsource::projection::{PgProjection, Projection};
+/// # async fn run<P: Projection>(store: jetsource::JetStreamStore, pool: jetsource::projection::sqlx::PgPool, p: P)
+/// #     -> Result<(), Box<dyn std::error::Error>> {
+/// let projection = PgProjection::new(pool, p, jetsource::subscriber::SubscriberConfig::new("balances"))
+///     .checkpoint_schema("read_models");
+/// projection.setup().await?;
+/// projection.rebuild(&store).await?; // from the start of the stream
+/// let running = projection.start(&store).await?;
+/// # let _ = running; Ok(()) }
+/// ```
+pub struct PgProjection<P: Projection> {
+    inner: Arc<Inner<P>>,
+}
+
+impl<P: Projection> Clone for PgProjection<P> {
+    fn clone(&self) -> Self {
+        PgProjection {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<P> {
+    projection: P,
+    pool: PgPool,
+    config: SubscriberConfig,
+    schema: String,
+}
+
+fn check_identifier(what: &str, name: &str) -> Result<(), ProjectionError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ProjectionError::InvalidConfig(format!(
+            "{what} {name:?} must be a plain SQL identifier (letters, digits, _)"
+        )))
+    }
+}
+
+impl<P: Projection> PgProjection<P> {
+    /// A projection named after `config`'s durable name, with its checkpoints in schema
+    /// `public`. Its idempotency is the checkpoint, so [`Idempotency::Off`] is used.
+    pub fn new(pool: PgPool, projection: P, config: SubscriberConfig) -> Self {
+        PgProjection {
+            inner: Arc::new(Inner {
+                projection,
+                pool,
+                config: config.idempotency(Idempotency::Off),
+                schema: "public".into(),
+            }),
+        }
+    }
+
+    /// Keeps the checkpoint table in `schema` (which must exist).
+    ///
+    /// # Panics
+    /// When called after the projection was cloned or started.
+    pub fn checkpoint_schema(mut self, schema: impl Into<String>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("checkpoint_schema is set before the projection is shared")
+            .schema = schema.into();
+        self
+    }
+
+    /// The projection's name: its durable consumer name.
+    pub fn name(&self) -> &str {
+        &self.inner.config.durable_name
+    }
+
+    /// The wrapped projection.
+    pub fn projection(&self) -> &P {
+        &self.inner.projection
+    }
+
+    fn table(&self) -> String {
+        format!("{}.jetsource_projection_checkpoints", self.inner.schema)
+    }
+
+    /// Creates the checkpoint table if it is missing.
+    pub async fn setup(&self) -> Result<(), ProjectionError> {
+        check_identifier("schema", &self.inner.schema)?;
+        self.inner.config.validate()?;
+        sqlx::query(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                projection TEXT NOT NULL,
+                aggregate_type TEXT NOT NULL,
+                aggregate_id TEXT NOT NULL,
+                sequence BIGINT NOT NULL,
+                position BIGINT NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                PRIMARY KEY (projection, aggregate_type, aggregate_id)
+            )",
+            self.table()
+        ))
+        .execute(&self.inner.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Starts consuming (call [`PgProjection::setup`] once first).
+    pub async fn start(&self, store: &JetStreamStore) -> Result<SubscriberHandle, ProjectionError> {
+        check_identifier("schema", &self.inner.schema)?;
+        let config = self.inner.config.clone();
+        Ok(subscriber::start(store, self.clone(), config).await?)
+    }
+
+    /// The last applied sequence of one aggregate, if any event of it was applied.
+    pub async fn checkpoint(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<u64>, ProjectionError> {
+        let row: Option<(i64,)> = sqlx::query_as(&format!(
+            "SELECT sequence FROM {} WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3",
+            self.table()
+        ))
+        .bind(self.name())
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_optional(&self.inner.pool)
+        .await?;
+        Ok(row.map(|(s,)| s as u64))
+    }
+
+    /// Forgets everything: deletes the durable consumer, then in one transaction the
+    /// checkpoints and (through [`Projection::reset`]) the read model. The next
+    /// [`PgProjection::start`] replays the stream from the configured start. Stop the running
+    /// projection first.
+    pub async fn rebuild(&self, store: &JetStreamStore) -> Result<(), ProjectionError> {
+        let js = async_nats::jetstream::new(store.client().clone());
+        let stream = js
+            .get_stream(&store.config().name)
+            .await
+            .map_err(|e| SubscriberError::js("opening the event stream", e))?;
+        if let Err(e) = stream.delete_consumer(self.name()).await {
+            use async_nats::jetstream::stream::ConsumerErrorKind;
+            let missing = matches!(e.kind(), ConsumerErrorKind::JetStream(ref j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::CONSUMER_NOT_FOUND);
+            if !missing {
+                return Err(SubscriberError::js("deleting the consumer", e).into());
+            }
+        }
+        let mut tx = self.inner.pool.begin().await?;
+        sqlx::query(&format!(
+            "DELETE FROM {} WHERE projection = $1",
+            self.table()
+        ))
+        .bind(self.name())
+        .execute(&mut *tx)
+        .await?;
+        self.inner.projection.reset(&mut tx).await?;
+        tx.commit().await?;
+        tracing::info!(projection = self.name(), "projection reset for a rebuild");
+        Ok(())
+    }
+}
+
+fn infra(e: sqlx::Error) -> HandlerError {
+    HandlerError::Retryable(Box::new(e))
+}
+
+impl<P: Projection> Subscriber for PgProjection<P> {
+    type Event = P::Event;
+
+    async fn handle(&self, event: P::Event, ctx: &EventContext) -> Result<(), HandlerError> {
+        let mut tx = self.inner.pool.begin().await.map_err(infra)?;
+        // Taking the checkpoint row first serializes concurrent attempts on one aggregate; an
+        // event not past the checkpoint was applied before.
+        let advanced = sqlx::query(&format!(
+            "INSERT INTO {table} AS c (projection, aggregate_type, aggregate_id, sequence, position)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE
+                SET sequence = EXCLUDED.sequence, position = EXCLUDED.position, updated_at = now()
+                WHERE c.sequence < EXCLUDED.sequence",
+            table = self.table()
+        ))
+        .bind(self.name())
+        .bind(&ctx.aggregate_type)
+        .bind(&ctx.aggregate_id)
+        .bind(ctx.sequence as i64)
+        .bind(ctx.position as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(infra)?
+        .rows_affected();
+        if advanced == 0 {
+            tracing::debug!(
+                projection = self.name(),
+                event_id = %ctx.event_id,
+                "already applied; skipping"
+            );
+            tx.rollback().await.map_err(infra)?;
+            return Ok(());
+        }
+        self.inner.projection.apply(&mut tx, event, ctx).await?;
+        tx.commit().await.map_err(infra)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_identifier;
+
+    #[test]
+    fn identifiers_are_plain() {
+        assert!(check_identifier("schema", "read_models").is_ok());
+        assert!(check_identifier("schema", "x; DROP TABLE y").is_err());
+        assert!(check_identifier("schema", "1abc").is_err());
+        assert!(check_identifier("schema", "").is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! The subscriber's settings.
+
+use std::time::{Duration, SystemTime};
+
+use super::SubscriberError;
+
+/// Where a new durable consumer starts. An existing consumer keeps its position.
+///
+/// ```
+/// use jetsource::subscriber::DeliverFrom;
+/// let from = DeliverFrom::Position(42);
+/// assert_ne!(from, DeliverFrom::All);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliverFrom {
+    /// From the first event of the stream (the default).
+    #[default]
+    All,
+    /// Only events stored after the consumer is created.
+    New,
+    /// From this stream position (stream sequence) on.
+    Position(u64),
+    /// From the first event stored at or after this time.
+    Time(SystemTime),
+}
+
+/// How a completed message is acknowledged.
+///
+/// Measured on a 2-core machine against nats-server 2.15 (see the crate's benchmark notes):
+/// a plain `ack()` consumes about 18 times faster than `double_ack()`. The completion log
+/// already covers a lost ack, so [`AckMode::Fast`] is the default.
+///
+/// ```
+/// use jetsource::subscriber::AckMode;
+/// assert_eq!(AckMode::default(), AckMode::Fast);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckMode {
+    /// Fire-and-forget `ack()`; a lost ack means a redelivery the idempotency check absorbs.
+    #[default]
+    Fast,
+    /// `double_ack()`: waits for the server to confirm each ack.
+    Confirmed,
+}
+
+/// How the subscriber makes sure a handler never sees an event it completed.
+///
+/// ```
+/// use std::time::Duration;
+/// use jetsource::subscriber::Idempotency;
+/// let idem = Idempotency::Markers { ttl: Duration::from_secs(3600) };
+/// assert_ne!(idem, Idempotency::Off);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// After the handler succeeds and before the ack, the event id is stored in the stream
+    /// `<stream>_<durable>_DONE` (subject `jetsource_done.<stream>.<durable>`, payload the
+    /// concatenated 16-byte ids, entries expire after `ttl`). Completions are group-committed:
+    /// all that finish while one write is in flight go out as the next single message.
+    /// Messages that may have been handled before (delivery count above 1, a stream position not
+    /// above one this process already received, which is what a server that lost its latest
+    /// consumer state sends, or redriven dead letters) are looked up in memory: the ids this
+    /// process completed (the latest million) and, loaded at start, those of the log's last
+    /// ten minutes before its newest entry.
+    ///
+    /// Cost, measured in one run each (release build, 2 busy cores shared with nats-server
+    /// 2.15, file storage, 50,000 to 200,000 events over 200 aggregates, concurrency 16): about
+    /// half the throughput of a raw pull-consume-`ack()` loop (24-29k against 49-58k events/s),
+    /// where [`Idempotency::Off`] reached 0.85 to 1.1 times the raw loop. A first version that
+    /// stored one key-value entry per event reached 0.33.
+    Markers {
+        /// How long completed ids are remembered; longer than any redelivery can take.
+        ttl: Duration,
+    },
+    /// No bookkeeping: the handler itself is idempotent, or keeps its own checkpoint (like the
+    /// PostgreSQL projection, which stores it in the read model's transaction).
+    Off,
+}
+
+/// A subscriber's durable consumer and delivery settings.
+///
+/// ```
+/// use std::time::Duration;
+/// use jetsource::subscriber::{DeliverFrom, SubscriberConfig};
+/// let config = SubscriberConfig::new("billing")
+///     .deliver_from(DeliverFrom::New)
+///     .ack_wait(Duration::from_secs(10))
+///     .max_deliver(8)
+///     .backoff([Duration::from_millis(100), Duration::from_secs(1)])
+///     .max_ack_pending(2_000)
+///     .concurrency(32);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberConfig {
+    /// The durable consumer name (`A-Z a-z 0-9 _ -`): the subscriber's identity on the server.
+    pub durable_name: String,
+    /// Where a new consumer starts.
+    pub deliver_from: DeliverFrom,
+    /// How long the server waits for an ack before redelivering. In-progress acks are sent every
+    /// half of it while a handler runs.
+    pub ack_wait: Duration,
+    /// Handler attempts (deliveries and in-place retries together) before a retryable failure is
+    /// dead-lettered. The server-side consumer itself never gives up, so nothing is dropped
+    /// silently.
+    pub max_deliver: u32,
+    /// Delays before the retries of a retryable failure; the last one repeats.
+    pub backoff: Vec<Duration>,
+    /// Unacknowledged messages the server lets this consumer have at once.
+    pub max_ack_pending: usize,
+    /// Aggregates handled in parallel.
+    pub concurrency: usize,
+    /// Duplicate protection; see [`Idempotency`].
+    pub idempotency: Idempotency,
+    /// How acks are sent.
+    pub ack_mode: AckMode,
+}
+
+impl SubscriberConfig {
+    /// Defaults: deliver all, ack wait 30 s, 5 attempts, back-off 1 s, 5 s, 30 s, 1,000 pending,
+    /// concurrency 16, idempotency markers kept 7 days, fast acks.
+    pub fn new(durable_name: impl Into<String>) -> Self {
+        SubscriberConfig {
+            durable_name: durable_name.into(),
+            deliver_from: DeliverFrom::All,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            backoff: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+            ],
+            max_ack_pending: 1_000,
+            concurrency: 16,
+            idempotency: Idempotency::Markers {
+                ttl: Duration::from_secs(7 * 24 * 3600),
+            },
+            ack_mode: AckMode::Fast,
+        }
+    }
+
+    /// Sets where a new consumer starts.
+    pub fn deliver_from(mut self, from: DeliverFrom) -> Self {
+        self.deliver_from = from;
+        self
+    }
+
+    /// Sets the ack wait.
+    pub fn ack_wait(mut self, wait: Duration) -> Self {
+        self.ack_wait = wait;
+        self
+    }
+
+    /// Sets the attempts before dead-lettering.
+    pub fn max_deliver(mut self, attempts: u32) -> Self {
+        self.max_deliver = attempts;
+        self
+    }
+
+    /// Sets the retry delays.
+    pub fn backoff(mut self, delays: impl IntoIterator<Item = Duration>) -> Self {
+        self.backoff = delays.into_iter().collect();
+        self
+    }
+
+    /// Sets the server's limit of unacknowledged messages.
+    pub fn max_ack_pending(mut self, pending: usize) -> Self {
+        self.max_ack_pending = pending;
+        self
+    }
+
+    /// Sets how many aggregates are handled in parallel.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// Sets the duplicate protection.
+    pub fn idempotency(mut self, idempotency: Idempotency) -> Self {
+        self.idempotency = idempotency;
+        self
+    }
+
+    /// Sets the ack mode.
+    pub fn ack_mode(mut self, mode: AckMode) -> Self {
+        self.ack_mode = mode;
+        self
+    }
+
+    /// Checks the settings without contacting a server.
+    pub fn validate(&self) -> Result<(), SubscriberError> {
+        let invalid = |reason: String| Err(SubscriberError::InvalidConfig(reason));
+        let name = &self.durable_name;
+        if name.is_empty()
+            || name.len() > 100
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return invalid(format!(
+                "durable name {name:?} must be 1 to 100 characters of A-Z a-z 0-9 _ -"
+            ));
+        }
+        if self.ack_wait < Duration::from_millis(100) {
+            return invalid("ack_wait must be at least 100 ms".into());
+        }
+        if self.max_deliver == 0 {
+            return invalid("max_deliver must be at least 1".into());
+        }
+        if self.backoff.is_empty() {
+            return invalid("backoff needs at least one delay".into());
+        }
+        if self.max_ack_pending == 0 {
+            return invalid("max_ack_pending must be at least 1".into());
+        }
+        if self.concurrency == 0 {
+            return invalid("concurrency must be at least 1".into());
+        }
+        if let Idempotency::Markers { ttl } = self.idempotency {
+            if ttl < Duration::from_secs(1) {
+                return invalid("the idempotency TTL must be at least 1 s".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The delay before retry number `retry` (0-based); the last delay repeats.
+    pub(crate) fn delay(&self, retry: usize) -> Duration {
+        self.backoff
+            .get(retry)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+}

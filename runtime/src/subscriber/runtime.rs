@@ -1,0 +1,1031 @@
+//! The consuming machinery: one dispatcher task per subscriber and a fixed pool of
+//! `concurrency` workers.
+//!
+//! The dispatcher pulls from the durable consumer (and the redrive consumer), routes each
+//! message to its aggregate's worker queue, sends in-progress acks for every message it handed
+//! out and has not seen completed, and gates delivery after a start or reconnect (see
+//! [`Gate`]). An aggregate has at most one message with the workers at a time; its later ones
+//! wait in its queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy};
+use async_nats::jetstream::{self, stream, AckKind, Message};
+use async_nats::{HeaderMap, Subject};
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::config::{AckMode, DeliverFrom, Idempotency, SubscriberConfig};
+use super::dead_letter::{self, DeadLetterDraft, DeadLetterReason};
+use super::done_log::DoneLog;
+use super::{EventContext, HandlerError, Subscriber, SubscriberError};
+use crate::error::DecodeError;
+use crate::event_set::EventSet;
+use crate::store::jetstream::headers;
+use crate::store::StoredEvent;
+use crate::{JetStreamStorage, JetStreamStore};
+
+/// Counters of a running subscriber.
+///
+/// ```no_run
+/// # fn show(handle: &jetsource::subscriber::SubscriberHandle) {
+/// let stats = handle.stats();
+/// println!("{} handled, {} dead-lettered", stats.handled, stats.dead_lettered);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Events the handler completed (and that were acked).
+    pub handled: u64,
+    /// Redeliveries skipped because the event had been completed before.
+    pub duplicates_skipped: u64,
+    /// Events of retired types, acked without calling the handler.
+    pub retired_skipped: u64,
+    /// In-place retries after retryable failures.
+    pub retries: u64,
+    /// Messages moved to the dead-letter stream.
+    pub dead_lettered: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    handled: AtomicU64,
+    duplicates_skipped: AtomicU64,
+    retired_skipped: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> SubscriberStats {
+        SubscriberStats {
+            handled: self.handled.load(Ordering::Relaxed),
+            duplicates_skipped: self.duplicates_skipped.load(Ordering::Relaxed),
+            retired_skipped: self.retired_skipped.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A running subscriber. Dropping it leaves the subscriber running; call
+/// [`SubscriberHandle::shutdown`] to stop it.
+///
+/// ```no_run
+/// # use jetsource::subscriber::{self, SubscriberConfig, Subscriber, EventContext, HandlerError};
+/// # async fn run<S: Subscriber>(store: jetsource::JetStreamStore, s: S) -> Result<(), Box<dyn std::error::Error>> {
+/// let handle = subscriber::start(&store, s, SubscriberConfig::new("audit")).await?;
+/// let stats = handle.shutdown().await?;
+/// println!("{stats:?}");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct SubscriberHandle {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), SubscriberError>>,
+    counters: Arc<Counters>,
+}
+
+impl SubscriberHandle {
+    /// The counters so far.
+    pub fn stats(&self) -> SubscriberStats {
+        self.counters.snapshot()
+    }
+
+    /// Whether the subscriber stopped (after [`SubscriberHandle::shutdown`] or an error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops gracefully: no more pulls; running handlers finish and are acked; messages that
+    /// had not started are `nak`ed so they are redelivered at once. Returns the final counters.
+    pub async fn shutdown(self) -> Result<SubscriberStats, SubscriberError> {
+        let _ = self.shutdown.send(true);
+        match self.task.await {
+            Ok(Ok(())) => Ok(self.counters.snapshot()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(SubscriberError::Task(e.to_string())),
+        }
+    }
+
+    /// Stops at once without acking anything, like a crash (running handlers are dropped at
+    /// their next await). The server redelivers what was unacknowledged after the ack wait.
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    Events,
+    Redrive,
+}
+
+struct Delivery {
+    msg: Message,
+    source: Source,
+    /// Stream sequence in the stream the message was delivered from.
+    seq: u64,
+    /// Server deliveries of this message, from 1.
+    delivered: u64,
+    /// The ordering key `<type>.<id>`.
+    key: String,
+    /// Check the idempotency markers even on a first delivery: the message is not newer than
+    /// one this process (or the consumer) saw before, so the server's consumer state may have
+    /// been rolled back (a server crash loses its most recent acks and delivery counts).
+    verify: bool,
+}
+
+struct Shared<S: Subscriber> {
+    subscriber: S,
+    config: SubscriberConfig,
+    js: jetstream::Context,
+    prefix: String,
+    stream: String,
+    done: Option<DoneLog>,
+    counters: Arc<Counters>,
+    /// Set by the dispatcher once it stopped pulling: workers `nak` what has not started.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl<S: Subscriber> Shared<S> {
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Starts `subscriber` on `store`'s stream: creates (or updates) the durable consumer, the
+/// dead-letter stream and the completion log, then consumes in the background.
+///
+/// ```no_run
+/// # use jetsource::subscriber::{self, SubscriberConfig, Subscriber};
+/// # async fn run<S: Subscriber>(store: jetsource::JetStreamStore, s: S) -> Result<(), Box<dyn std::error::Error>> {
+/// let handle = subscriber::start(&store, s, SubscriberConfig::new("audit").concurrency(32)).await?;
+/// # let _ = handle; Ok(()) }
+/// ```
+pub async fn start<S: Subscriber>(
+    store: &JetStreamStore,
+    subscriber: S,
+    config: SubscriberConfig,
+) -> Result<SubscriberHandle, SubscriberError> {
+    config.validate()?;
+    if <S::Event as EventSet>::NAMES.is_empty() {
+        return Err(SubscriberError::InvalidConfig(
+            "the subscriber's event set has no event types".into(),
+        ));
+    }
+    let js = jetstream::new(store.client().clone());
+    let stream_name = store.config().name.clone();
+    let prefix = store.config().prefix.clone();
+    let storage = match store.config().storage {
+        JetStreamStorage::Memory => stream::StorageType::Memory,
+        _ => stream::StorageType::File,
+    };
+    let dlq = dead_letter::ensure_stream(&js, &stream_name, storage).await?;
+    let (drain_tx, shutdown_rx) = watch::channel(false);
+    let done = match config.idempotency {
+        Idempotency::Markers { ttl } => Some(
+            DoneLog::open(
+                &js,
+                &stream_name,
+                &config.durable_name,
+                ttl,
+                storage,
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
+        Idempotency::Off => None,
+    };
+    let events_stream = js
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| SubscriberError::js(format!("opening stream {stream_name}"), e))?;
+    let filters = filter_subjects::<S::Event>(&prefix);
+    let mut events = ensure_consumer(&events_stream, &config, filters.clone(), None).await?;
+    let redrive = ensure_consumer(
+        &dlq,
+        &config,
+        vec![dead_letter::redrive_subject(
+            &stream_name,
+            &config.durable_name,
+        )],
+        Some(format!("{}_redrive", config.durable_name)),
+    )
+    .await?;
+    // Anything delivered before and still unacknowledged (a previous process died with it)
+    // must be handled before newer messages, or an aggregate's later event could overtake it.
+    let info = events
+        .info()
+        .await
+        .map_err(|e| SubscriberError::js("reading the consumer state", e))?
+        .clone();
+    let gate = if info.num_ack_pending > 0 {
+        tracing::info!(
+            durable = %config.durable_name,
+            pending = info.num_ack_pending,
+            until = info.delivered.stream_sequence,
+            "unacknowledged messages from an earlier run: newer ones wait for them"
+        );
+        Gate::Settling
+    } else {
+        Gate::Open
+    };
+    let config_ack_wait = config.ack_wait;
+    let (shutdown_tx, stop_rx) = watch::channel(false);
+    let counters = Arc::new(Counters::default());
+    let span = tracing::info_span!("subscriber", durable = %config.durable_name);
+    let shared = Arc::new(Shared {
+        subscriber,
+        config,
+        js,
+        prefix,
+        stream: stream_name,
+        done,
+        counters: counters.clone(),
+        shutdown: shutdown_rx,
+    });
+    let dispatcher = Dispatcher {
+        shared,
+        events_stream,
+        filters,
+        events,
+        redrive,
+        gate,
+        settle_by: tokio::time::Instant::now() + settle_limit(&config_ack_wait),
+        high_water: info.delivered.stream_sequence,
+        stop: stop_rx,
+        drain: drain_tx,
+    };
+    let task = tokio::spawn(dispatcher.run().instrument(span));
+    Ok(SubscriberHandle {
+        shutdown: shutdown_tx,
+        task,
+        counters,
+    })
+}
+
+/// `<prefix>.*.*.<name>` for every handled name.
+pub(crate) fn filter_subjects<E: EventSet>(prefix: &str) -> Vec<String> {
+    E::NAMES
+        .iter()
+        .map(|name| format!("{prefix}.*.*.{name}"))
+        .collect()
+}
+
+fn deliver_policy(from: DeliverFrom) -> DeliverPolicy {
+    match from {
+        DeliverFrom::All => DeliverPolicy::All,
+        DeliverFrom::New => DeliverPolicy::New,
+        DeliverFrom::Position(seq) => DeliverPolicy::ByStartSequence {
+            start_sequence: seq.max(1),
+        },
+        DeliverFrom::Time(at) => {
+            let nanos = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            match async_nats::datetime::from_nanos(nanos as i128) {
+                Ok(start_time) => DeliverPolicy::ByStartTime { start_time },
+                Err(e) => {
+                    tracing::warn!(error = %e, "start time out of range; delivering all");
+                    DeliverPolicy::All
+                }
+            }
+        }
+    }
+}
+
+/// Creates the durable consumer, or updates an existing one to `config` (filter subjects, ack
+/// wait and pending limit may change; the start position of an existing consumer cannot).
+async fn ensure_consumer(
+    stream: &stream::Stream,
+    config: &SubscriberConfig,
+    filters: Vec<String>,
+    name: Option<String>,
+) -> Result<Consumer<pull::Config>, SubscriberError> {
+    let durable = name.unwrap_or_else(|| config.durable_name.clone());
+    let redrive = durable != config.durable_name;
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(durable.clone()),
+            filter_subjects: filters,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            // The runtime counts attempts and dead-letters itself; the server never drops a
+            // message silently.
+            max_deliver: -1,
+            max_ack_pending: config.max_ack_pending as i64,
+            deliver_policy: if redrive {
+                DeliverPolicy::All
+            } else {
+                deliver_policy(config.deliver_from)
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SubscriberError::js(format!("creating consumer {durable}"), e))
+}
+
+/// Whether messages may be handled yet.
+///
+/// After a start with unacknowledged messages on the consumer (a previous process died, or
+/// shut down while messages were on their way to it), or after a reconnect, some earlier
+/// messages may come back only after the ack wait. Until every message the server counts as
+/// pending is in this process's hands, nothing is handled; then the held messages are released
+/// in stream order, so no aggregate's later event overtakes an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Everything flows.
+    Open,
+    /// Hold everything until the server's pending count is covered by what is held here.
+    Settling,
+}
+
+struct Dispatcher<S: Subscriber> {
+    shared: Arc<Shared<S>>,
+    events_stream: stream::Stream,
+    filters: Vec<String>,
+    events: Consumer<pull::Config>,
+    redrive: Consumer<pull::Config>,
+    gate: Gate,
+    /// When a settling gate opens anyway.
+    settle_by: tokio::time::Instant,
+    /// The highest stream sequence received from the events consumer.
+    high_water: u64,
+    /// The handle's shutdown request.
+    stop: watch::Receiver<bool>,
+    /// Tells the workers to drain.
+    drain: watch::Sender<bool>,
+}
+
+/// Per-aggregate queues in front of a fixed pool of `concurrency` workers. An aggregate with a
+/// key in `queues` has one message with a worker (or on its way to one); its later messages
+/// wait in the queue and go out one at a time as the previous one completes.
+struct Router {
+    queues: HashMap<String, VecDeque<Delivery>>,
+    /// Every message handed out and not completed, for in-progress acks.
+    outstanding: HashMap<(Source, u64), Subject>,
+    work: Option<mpsc::UnboundedSender<Delivery>>,
+}
+
+impl Router {
+    fn route(&mut self, d: Delivery) {
+        if let Some(reply) = &d.msg.reply {
+            self.outstanding.insert((d.source, d.seq), reply.clone());
+        }
+        if let Some(queue) = self.queues.get_mut(&d.key) {
+            queue.push_back(d);
+        } else {
+            self.queues.insert(d.key.clone(), VecDeque::new());
+            self.send(d);
+        }
+    }
+
+    fn done(&mut self, done: Done) {
+        self.outstanding.remove(&(done.source, done.seq));
+        if self.work.is_none() {
+            // Draining: what waits stays queued, to be nak'ed in order.
+            return;
+        }
+        let next = match self.queues.get_mut(&done.key) {
+            Some(queue) => queue.pop_front(),
+            None => None,
+        };
+        match next {
+            Some(d) => self.send(d),
+            None => {
+                self.queues.remove(&done.key);
+            }
+        }
+    }
+
+    fn send(&mut self, d: Delivery) {
+        if let Some(work) = &self.work {
+            // The workers live as long as the sender; a failed send means they are gone, and
+            // the message comes back after the ack wait.
+            let _ = work.send(d);
+        }
+    }
+
+    /// Everything still waiting behind a busy aggregate.
+    fn waiting(&mut self) -> Vec<Delivery> {
+        self.queues.values_mut().flat_map(|q| q.drain(..)).collect()
+    }
+}
+
+struct Done {
+    key: String,
+    source: Source,
+    seq: u64,
+}
+
+async fn next_message(
+    stream: &mut Option<pull::Stream>,
+) -> Option<Result<Message, pull::MessagesError>> {
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a gate may settle: anything lost in transit is redelivered after one ack wait, so
+/// pending messages still missing after two are held by another process of the same durable.
+fn settle_limit(ack_wait: &Duration) -> Duration {
+    *ack_wait * 2 + Duration::from_secs(1)
+}
+
+impl<S: Subscriber> Dispatcher<S> {
+    fn settle(&mut self) {
+        if self.gate == Gate::Open {
+            self.gate = Gate::Settling;
+            self.settle_by =
+                tokio::time::Instant::now() + settle_limit(&self.shared.config.ack_wait);
+        }
+    }
+
+    async fn open(&self, consumer: &Consumer<pull::Config>) -> Option<pull::Stream> {
+        let batch = self.shared.config.max_ack_pending.clamp(1, 500);
+        match consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+        {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull; retrying");
+                None
+            }
+        }
+    }
+
+    async fn run(mut self) -> Result<(), SubscriberError> {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let mut shutdown = self.stop.clone();
+        let mut held: Vec<Delivery> = Vec::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let (work_tx, work_rx) = mpsc::unbounded_channel::<Delivery>();
+        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+        let mut workers = JoinSet::new();
+        for _ in 0..config.concurrency {
+            workers.spawn(worker(shared.clone(), work_rx.clone(), done_tx.clone()));
+        }
+        drop(done_tx);
+        let mut router = Router {
+            queues: HashMap::new(),
+            outstanding: HashMap::new(),
+            work: Some(work_tx),
+        };
+        let mut events_msgs = self.open(&self.events).await;
+        let mut redrive_msgs = self.open(&self.redrive).await;
+        let tick_every =
+            (config.ack_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let progress_every = config.ack_wait / 2;
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_progress = tokio::time::Instant::now();
+        let client = shared.js.client();
+        tracing::info!(filters = ?self.filters, "subscriber started");
+
+        loop {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                msg = next_message(&mut events_msgs) => match msg {
+                    Some(Ok(msg)) => {
+                        if let Some(d) = self.delivery(msg, Source::Events) {
+                            if self.gate == Gate::Open {
+                                router.route(d);
+                            } else {
+                                held.push(d);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pulling events failed; re-reading consumer state");
+                        if matches!(e.kind(), pull::MessagesErrorKind::ConsumerDeleted) {
+                            events_msgs = None;
+                        }
+                        self.settle();
+                    }
+                    None => events_msgs = None,
+                },
+                msg = next_message(&mut redrive_msgs) => match msg {
+                    Some(Ok(msg)) => {
+                        if let Some(d) = self.delivery(msg, Source::Redrive) {
+                            router.route(d);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "pulling redriven dead letters failed");
+                        if matches!(e.kind(), pull::MessagesErrorKind::ConsumerDeleted) {
+                            redrive_msgs = None;
+                        }
+                    }
+                    None => redrive_msgs = None,
+                },
+                Some(done) = done_rx.recv() => router.done(done),
+                _ = tick.tick() => {
+                    if events_msgs.is_none() {
+                        match ensure_consumer(&self.events_stream, config, self.filters.clone(), None).await {
+                            Ok(consumer) => {
+                                self.events = consumer;
+                                events_msgs = self.open(&self.events).await;
+                                self.settle();
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot recreate the consumer"),
+                        }
+                    }
+                    if redrive_msgs.is_none() {
+                        redrive_msgs = self.open(&self.redrive).await;
+                    }
+                    if self.gate != Gate::Open {
+                        self.check_gate(&mut held, &mut router).await;
+                    }
+                    if last_progress.elapsed() >= progress_every {
+                        last_progress = tokio::time::Instant::now();
+                        let replies = router
+                            .outstanding
+                            .values()
+                            .chain(held.iter().filter_map(|d| d.msg.reply.as_ref()));
+                        for reply in replies {
+                            if let Err(e) = client.publish(reply.clone(), Bytes::from_static(b"+WPI")).await {
+                                tracing::debug!(error = %e, "in-progress ack failed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        tracing::info!(
+            in_flight = router.outstanding.len(),
+            held = held.len(),
+            "shutting down: finishing handlers in flight"
+        );
+        drop(events_msgs);
+        drop(redrive_msgs);
+        // The unsubscribes must reach the server before any nak, or a nak'ed message could be
+        // redelivered into the closed pull request and come back only after the ack wait,
+        // behind later events of its aggregate.
+        if let Err(e) = client.flush().await {
+            tracing::warn!(error = %e, "flushing before the naks failed");
+        }
+        let _ = self.drain.send(true);
+        // Closing the work channel ends the workers once they finished what they run and
+        // nak'ed what they had not started: the first waiting message of every busy aggregate.
+        // Only then are the later ones nak'ed, so they are redelivered behind it.
+        router.work = None;
+        while let Some(joined) = workers.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a worker ended abnormally");
+            }
+        }
+        // Completions waiting for their group commit report once they are acked.
+        while let Some(done) = done_rx.recv().await {
+            router.done(done);
+        }
+        let mut rest: Vec<Delivery> = held.drain(..).chain(router.waiting()).collect();
+        rest.sort_by_key(|d| (d.source == Source::Redrive, d.seq));
+        for d in rest {
+            nak(&d.msg).await;
+        }
+        // Make sure the acks leave the client before the task reports completion.
+        if let Err(e) = client.flush().await {
+            tracing::warn!(error = %e, "flushing acks failed");
+        }
+        tracing::info!("subscriber stopped");
+        Ok(())
+    }
+
+    async fn check_gate(&mut self, held: &mut Vec<Delivery>, router: &mut Router) {
+        // Counted before the request: whatever arrives later is not in this count, which only
+        // makes the check more careful.
+        let in_hand = held.len()
+            + router
+                .outstanding
+                .keys()
+                .filter(|(source, _)| *source == Source::Events)
+                .count();
+        let info = match self.events.info().await {
+            Ok(info) => info.clone(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the consumer state failed");
+                return;
+            }
+        };
+        if info.num_ack_pending > in_hand && tokio::time::Instant::now() < self.settle_by {
+            tracing::debug!(
+                pending = info.num_ack_pending,
+                in_hand,
+                "waiting for earlier deliveries to come back"
+            );
+            return;
+        }
+        self.gate = Gate::Open;
+        tracing::info!(
+            released = held.len(),
+            "earlier deliveries settled; events flow"
+        );
+        held.sort_by_key(|d| d.seq);
+        for d in held.drain(..) {
+            router.route(d);
+        }
+    }
+
+    fn delivery(&mut self, msg: Message, source: Source) -> Option<Delivery> {
+        let (seq, delivered) = match msg.info() {
+            Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
+            Err(e) => {
+                tracing::warn!(error = %e, subject = %msg.subject, "ignoring a message without JetStream metadata");
+                return None;
+            }
+        };
+        let subject = match source {
+            Source::Events => msg.subject.as_str().to_owned(),
+            Source::Redrive => msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(dead_letter::SUBJECT))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default(),
+        };
+        let key = aggregate_key(&self.shared.prefix, &subject);
+        let verify = match source {
+            Source::Events => {
+                let verify = delivered > 1 || seq <= self.high_water;
+                self.high_water = self.high_water.max(seq);
+                verify
+            }
+            Source::Redrive => true,
+        };
+        Some(Delivery {
+            msg,
+            source,
+            seq,
+            delivered,
+            key,
+            verify,
+        })
+    }
+}
+
+/// `<type>.<id>` of an event subject, or the whole subject when it has another shape.
+fn aggregate_key(prefix: &str, subject: &str) -> String {
+    let rest = subject
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+        .unwrap_or(subject);
+    let mut tokens = rest.splitn(3, '.');
+    match (tokens.next(), tokens.next()) {
+        (Some(t), Some(id)) => format!("{t}.{id}"),
+        _ => subject.to_owned(),
+    }
+}
+
+async fn worker<S: Subscriber>(
+    shared: Arc<Shared<S>>,
+    work: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Delivery>>>,
+    done: mpsc::UnboundedSender<Done>,
+) {
+    loop {
+        let next = work.lock().await.recv().await;
+        let Some(d) = next else { break };
+        let report = Done {
+            key: d.key.clone(),
+            source: d.source,
+            seq: d.seq,
+        };
+        if shared.stopping() {
+            nak(&d.msg).await;
+        } else if let Some((stored, msg)) = process(&shared, d).await {
+            // The ack waits for the group commit of the completion; the worker moves on, and
+            // the aggregate stays busy until the report arrives.
+            let shared = shared.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                if stored.await.is_err() {
+                    tracing::error!("the completion log writer is gone; acking anyway");
+                }
+                ack(&shared, &msg).await;
+                let _ = done.send(report);
+            });
+            continue;
+        }
+        let _ = done.send(report);
+    }
+}
+
+async fn nak(msg: &Message) {
+    if let Err(e) = msg.ack_with(AckKind::Nak(None)).await {
+        tracing::debug!(error = %e, "nak failed; the message comes back after the ack wait");
+    }
+}
+
+async fn ack<S: Subscriber>(shared: &Shared<S>, msg: &Message) {
+    let result = match shared.config.ack_mode {
+        AckMode::Fast => msg.ack().await,
+        AckMode::Confirmed => {
+            let mut result = msg.double_ack().await;
+            for _ in 0..3 {
+                if result.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                result = msg.double_ack().await;
+            }
+            result
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "ack failed; a redelivery will be skipped as a duplicate");
+    }
+}
+
+/// Rebuilds the stored event from the message: through the store's header decoding for events,
+/// and through the `Jetsource-Dlq-*` headers' original subject and position for redriven ones.
+fn decode_stored<S: Subscriber>(shared: &Shared<S>, d: &Delivery) -> Result<StoredEvent, String> {
+    let empty = HeaderMap::new();
+    let msg_headers = d.msg.headers.as_ref().unwrap_or(&empty);
+    let (subject, position) = match d.source {
+        Source::Events => (d.msg.subject.as_str().to_owned(), d.seq),
+        Source::Redrive => {
+            let subject = msg_headers
+                .get(dead_letter::SUBJECT)
+                .map(|v| v.as_str().to_owned())
+                .ok_or("a redriven dead letter lacks its original subject")?;
+            let position = msg_headers
+                .get(dead_letter::STREAM_SEQ)
+                .and_then(|v| v.as_str().parse::<u64>().ok())
+                .ok_or("a redriven dead letter lacks its original position")?;
+            (subject, position)
+        }
+    };
+    let rest = subject
+        .strip_prefix(shared.prefix.as_str())
+        .and_then(|r| r.strip_prefix('.'))
+        .ok_or_else(|| format!("subject {subject:?} is outside prefix {:?}", shared.prefix))?;
+    headers::decode(rest, position, msg_headers, d.msg.payload.clone()).map_err(|e| e.to_string())
+}
+
+fn context(stored: &StoredEvent, attempt: u64, redriven: bool) -> EventContext {
+    EventContext {
+        event_id: stored.id,
+        event_name: stored.name.clone(),
+        event_version: stored.version,
+        aggregate_type: stored.aggregate_type.clone(),
+        aggregate_id: stored.aggregate_id.clone(),
+        sequence: stored.sequence,
+        position: stored.position,
+        timestamp: stored.timestamp,
+        correlation_id: stored.correlation_id.clone(),
+        causation_id: stored.causation_id.clone(),
+        command_id: stored.command_id.clone(),
+        headers: stored.headers.clone(),
+        delivery_count: attempt,
+        redriven,
+    }
+}
+
+/// Waits `delay`; false when shutdown began meanwhile.
+async fn pause<S: Subscriber>(shared: &Shared<S>, delay: Duration) -> bool {
+    let mut stop = shared.shutdown.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => !shared.stopping(),
+        _ = stop.wait_for(|s| *s) => false,
+    }
+}
+
+/// A completion whose ack waits for the completion log.
+type Deferred = (tokio::sync::oneshot::Receiver<()>, Message);
+
+/// Handles one message to the end (acked, nak'ed or dead-lettered), or returns the ack still
+/// to send once its completion is stored.
+async fn process<S: Subscriber>(shared: &Shared<S>, d: Delivery) -> Option<Deferred> {
+    let stored = match decode_stored(shared, &d) {
+        Ok(stored) => stored,
+        Err(reason) => {
+            dead_letter(shared, &d, DeadLetterReason::Corrupt, &reason, d.delivered).await;
+            return None;
+        }
+    };
+    let redriven = d.source == Source::Redrive;
+    let mut event = match S::Event::decode(stored.raw()) {
+        Ok(Some(event)) => Some(event),
+        Ok(None) => {
+            bump(&shared.counters.retired_skipped);
+            ack(shared, &d.msg).await;
+            return None;
+        }
+        Err(e) => {
+            let reason = match e {
+                DecodeError::UnknownEvent { .. } => DeadLetterReason::UnknownEvent,
+                DecodeError::FutureVersion { .. } => DeadLetterReason::FutureVersion,
+                _ => DeadLetterReason::Undecodable,
+            };
+            {
+                dead_letter(shared, &d, reason, &e.to_string(), d.delivered).await;
+                return None;
+            }
+        }
+    };
+    let id = stored.id.to_string();
+    if let Some(done) = &shared.done {
+        if d.verify && done.contains(&stored.id) {
+            tracing::debug!(event_id = %id, "skipping an event completed before");
+            bump(&shared.counters.duplicates_skipped);
+            {
+                ack(shared, &d.msg).await;
+                return None;
+            }
+        }
+    }
+    let mut attempt = d.delivered;
+    let mut retry = 0;
+    loop {
+        let current = match event.take() {
+            Some(event) => event,
+            // Decoded once already, so decoding again gives the same result.
+            None => match S::Event::decode(stored.raw()) {
+                Ok(Some(event)) => event,
+                _ => {
+                    let reason = "the event no longer decodes";
+                    {
+                        dead_letter(shared, &d, DeadLetterReason::Undecodable, reason, attempt)
+                            .await;
+                        return None;
+                    }
+                }
+            },
+        };
+        let ctx = context(&stored, attempt, redriven);
+        let span = tracing::debug_span!(
+            "handle",
+            event_id = %id,
+            event = %stored.name,
+            aggregate = %d.key,
+            position = stored.position,
+            attempt
+        );
+        let handled = AssertUnwindSafe(shared.subscriber.handle(current, &ctx).instrument(span))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(HandlerError::permanent(format!("handler panicked: {what}")))
+            });
+        match handled {
+            Ok(()) => {
+                bump(&shared.counters.handled);
+                if let Some(done) = &shared.done {
+                    return Some((done.complete(stored.id), d.msg));
+                }
+                ack(shared, &d.msg).await;
+                return None;
+            }
+            Err(HandlerError::Permanent(e)) => {
+                dead_letter(
+                    shared,
+                    &d,
+                    DeadLetterReason::Permanent,
+                    &e.to_string(),
+                    attempt,
+                )
+                .await;
+                return None;
+            }
+            Err(HandlerError::Retryable(e)) => {
+                if attempt >= u64::from(shared.config.max_deliver) {
+                    let error = format!("{e} (after {attempt} attempts)");
+                    {
+                        dead_letter(shared, &d, DeadLetterReason::MaxDeliver, &error, attempt)
+                            .await;
+                        return None;
+                    }
+                }
+                let delay = shared.config.delay(retry);
+                tracing::warn!(event_id = %id, attempt, ?delay, error = %e, "handler failed; retrying");
+                bump(&shared.counters.retries);
+                retry += 1;
+                attempt += 1;
+                if !pause(shared, delay).await {
+                    {
+                        nak(&d.msg).await;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn dead_letter<S: Subscriber>(
+    shared: &Shared<S>,
+    d: &Delivery,
+    reason: DeadLetterReason,
+    error: &str,
+    deliveries: u64,
+) {
+    let empty = HeaderMap::new();
+    let msg_headers = d.msg.headers.as_ref().unwrap_or(&empty);
+    let (original_subject, position) = match d.source {
+        Source::Events => (d.msg.subject.as_str().to_owned(), d.seq),
+        Source::Redrive => (
+            msg_headers
+                .get(dead_letter::SUBJECT)
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_else(|| d.msg.subject.as_str().to_owned()),
+            msg_headers
+                .get(dead_letter::STREAM_SEQ)
+                .and_then(|v| v.as_str().parse().ok())
+                .unwrap_or(0),
+        ),
+    };
+    let draft = DeadLetterDraft {
+        event_stream: &shared.stream,
+        durable: &shared.config.durable_name,
+        reason,
+        error,
+        original_subject: &original_subject,
+        position,
+        deliveries,
+        dedupe: match d.source {
+            Source::Events => format!("m:{}:{}", d.seq, d.delivered),
+            Source::Redrive => format!("r:{}:{}", d.seq, d.delivered),
+        },
+    };
+    let headers = dead_letter::dead_letter_headers(d.msg.headers.as_ref(), &draft);
+    loop {
+        match dead_letter::publish(&shared.js, headers.clone(), d.msg.payload.clone(), &draft).await
+        {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store a dead letter; retrying");
+                if !pause(shared, Duration::from_secs(1)).await {
+                    return nak(&d.msg).await;
+                }
+            }
+        }
+    }
+    tracing::warn!(
+        subject = %original_subject,
+        position,
+        %reason,
+        error,
+        "event dead-lettered"
+    );
+    bump(&shared.counters.dead_lettered);
+    if let Err(e) = d.msg.ack_with(AckKind::Term).await {
+        tracing::warn!(error = %e, "term failed; the redelivery will be dead-lettered again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregate_key_takes_type_and_id() {
+        assert_eq!(
+            aggregate_key("bank", "bank.account.a1.deposited"),
+            "account.a1"
+        );
+        assert_eq!(
+            aggregate_key("a.b", "a.b.account.a1.deposited"),
+            "account.a1"
+        );
+        assert_eq!(aggregate_key("bank", "odd"), "odd");
+    }
+
+    #[test]
+    fn backoff_repeats_the_last_delay() {
+        let config = SubscriberConfig::new("x")
+            .backoff([Duration::from_millis(10), Duration::from_millis(20)]);
+        assert_eq!(config.delay(0), Duration::from_millis(10));
+        assert_eq!(config.delay(1), Duration::from_millis(20));
+        assert_eq!(config.delay(7), Duration::from_millis(20));
+    }
+}

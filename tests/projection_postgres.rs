@@ -1,0 +1,307 @@
+//! A PostgreSQL projection fed by the subscriber runtime from a real nats-server, written to the
+//! PostgreSQL at 127.0.0.1:5432 (database `test`), in a schema of its own that is dropped after.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use jetsource::projection::{sqlx, PgProjection, Projection};
+use jetsource::subscriber::{EventContext, HandlerError, SubscriberConfig};
+use jetsource::testing::nats_server::NatsServer;
+use jetsource::{
+    AggregateId, AggregateKey, Event, EventSet, EventStore, ExpectedVersion,
+    JetStreamConnectOptions, JetStreamStore, NewEvent, StreamConfig,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+
+const DATABASE: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "deposited", version = 1)]
+struct Deposited {
+    amount: i64,
+}
+
+#[derive(EventSet, Debug, Clone, PartialEq)]
+enum BalanceEvents {
+    Deposited(Deposited),
+}
+
+/// Balances per account, plus a log of every application so double applications show.
+struct Balances {
+    schema: String,
+}
+
+impl Projection for Balances {
+    type Event = BalanceEvents;
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: BalanceEvents,
+        ctx: &EventContext,
+    ) -> Result<(), HandlerError> {
+        let BalanceEvents::Deposited(d) = event;
+        sqlx::query(&format!(
+            "INSERT INTO {s}.balances (account, total, events) VALUES ($1, $2, 1)
+             ON CONFLICT (account) DO UPDATE
+                SET total = {s}.balances.total + $2, events = {s}.balances.events + 1",
+            s = self.schema
+        ))
+        .bind(&ctx.aggregate_id)
+        .bind(d.amount)
+        .execute(&mut *tx)
+        .await
+        .map_err(HandlerError::retryable)?;
+        sqlx::query(&format!(
+            "INSERT INTO {}.applied (event_id, account, sequence) VALUES ($1, $2, $3)",
+            self.schema
+        ))
+        .bind(ctx.event_id.to_string())
+        .bind(&ctx.aggregate_id)
+        .bind(ctx.sequence as i64)
+        .execute(&mut *tx)
+        .await
+        .map_err(HandlerError::retryable)?;
+        Ok(())
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "TRUNCATE {s}.balances, {s}.applied",
+            s = self.schema
+        ))
+        .execute(tx)
+        .await
+        .map(|_| ())
+    }
+}
+
+/// A schema of its own, dropped when the test ends (also on panic).
+struct Schema {
+    pool: sqlx::PgPool,
+    name: String,
+}
+
+impl Schema {
+    async fn create(pool: &sqlx::PgPool, name: &str) -> Schema {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+            .execute(pool)
+            .await
+            .expect("drop old schema");
+        for ddl in [
+            format!("CREATE SCHEMA {name}"),
+            format!("CREATE TABLE {name}.balances (account TEXT PRIMARY KEY, total BIGINT NOT NULL, events BIGINT NOT NULL)"),
+            format!("CREATE TABLE {name}.applied (n BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL, account TEXT NOT NULL, sequence BIGINT NOT NULL)"),
+        ] {
+            sqlx::query(&ddl).execute(pool).await.expect("schema");
+        }
+        Schema {
+            pool: pool.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let pool = self.pool.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        // Drop runs inside the test's runtime: do the cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(async move { sqlx::query(&sql).execute(&pool).await }))
+        })
+        .join();
+    }
+}
+
+fn deposit(amount: i64) -> NewEvent {
+    let encoded = Deposited { amount }.encode().expect("encode");
+    NewEvent {
+        id: uuid::Uuid::now_v7(),
+        name: encoded.name,
+        version: encoded.version,
+        codec: encoded.codec,
+        payload: encoded.payload.into(),
+        timestamp: SystemTime::now(),
+        correlation_id: "corr".into(),
+        causation_id: None,
+        headers: BTreeMap::new(),
+    }
+}
+
+/// Appends `per_aggregate` deposits (amount = a * 1000 + n) to each aggregate, one event per
+/// append, in parallel across aggregates. Returns the expected balances.
+async fn seed(
+    store: &JetStreamStore,
+    aggregates: i64,
+    per_aggregate: i64,
+) -> BTreeMap<String, i64> {
+    let mut tasks = Vec::new();
+    for a in 0..aggregates {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = AggregateKey::new("account", AggregateId::new(format!("a{a}")).expect("id"));
+            let mut total = 0;
+            for n in 1..=per_aggregate {
+                total += a * 1000 + n;
+                store
+                    .append(
+                        &key,
+                        ExpectedVersion::Any,
+                        None,
+                        vec![deposit(a * 1000 + n)],
+                    )
+                    .await
+                    .expect("append");
+            }
+            (format!("a{a}"), total)
+        }));
+    }
+    let mut expected = BTreeMap::new();
+    for task in tasks {
+        let (account, total) = task.await.expect("seed");
+        expected.insert(account, total);
+    }
+    expected
+}
+
+async fn applied(pool: &sqlx::PgPool, schema: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {schema}.applied"))
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    n
+}
+
+async fn wait_applied(pool: &sqlx::PgPool, schema: &str, at_least: i64) {
+    let start = Instant::now();
+    while applied(pool, schema).await < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "gave up waiting for {at_least} applications"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn balances(pool: &sqlx::PgPool, schema: &str) -> BTreeMap<String, i64> {
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as(&format!("SELECT account, total FROM {schema}.balances"))
+            .fetch_all(pool)
+            .await
+            .expect("balances");
+    rows.into_iter().collect()
+}
+
+/// No event applied twice, and each account's events applied in sequence order 1..=n.
+async fn assert_applied_once_in_order(pool: &sqlx::PgPool, schema: &str, per_aggregate: i64) {
+    let (rows, distinct): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(DISTINCT event_id) FROM {schema}.applied"
+    ))
+    .fetch_one(pool)
+    .await
+    .expect("count");
+    assert_eq!(rows, distinct, "an event was applied twice");
+    let sequences: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "SELECT account, sequence FROM {schema}.applied ORDER BY n"
+    ))
+    .fetch_all(pool)
+    .await
+    .expect("applied");
+    let mut per_account: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (account, sequence) in sequences {
+        per_account.entry(account).or_default().push(sequence);
+    }
+    let expected: Vec<i64> = (1..=per_aggregate).collect();
+    for (account, seqs) in per_account {
+        assert_eq!(seqs, expected, "account {account} applied out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_and_restarts_leave_the_read_model_equal_to_a_full_replay() {
+    const AGGREGATES: i64 = 100;
+    const PER_AGGREGATE: i64 = 100;
+    const TOTAL: i64 = AGGREGATES * PER_AGGREGATE;
+    let server = NatsServer::start();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(20)
+        .connect(DATABASE)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432, database test");
+    let schema = Schema::create(&pool, "jetsource_test_projection_crash").await;
+    let options = JetStreamConnectOptions::new([server.url()]);
+    let config = StreamConfig::new("BANK", "bank");
+    let seeding = JetStreamStore::connect(options.clone(), config.clone())
+        .await
+        .expect("connect");
+    let expected = seed(&seeding, AGGREGATES, PER_AGGREGATE).await;
+
+    let subscriber = SubscriberConfig::new("balances")
+        .ack_wait(Duration::from_secs(1))
+        .concurrency(16)
+        .backoff([Duration::from_millis(50)]);
+    let projection = PgProjection::new(
+        pool.clone(),
+        Balances {
+            schema: schema.name.clone(),
+        },
+        subscriber,
+    )
+    .checkpoint_schema(schema.name.clone());
+    projection.setup().await.expect("setup");
+
+    // Three crashes (no acks, handlers dropped mid-transaction) and one graceful stop, each
+    // "process" on a connection of its own, while events are being consumed.
+    for round in 1..=4 {
+        let store = JetStreamStore::connect(options.clone(), config.clone())
+            .await
+            .expect("connect");
+        let running = projection.start(&store).await.expect("start");
+        wait_applied(&pool, &schema.name, TOTAL * round / 5).await;
+        if round == 4 {
+            running.shutdown().await.expect("shutdown");
+        } else {
+            running.abort().await;
+        }
+    }
+    let store = JetStreamStore::connect(options.clone(), config.clone())
+        .await
+        .expect("connect");
+    let running = projection.start(&store).await.expect("start");
+    wait_applied(&pool, &schema.name, TOTAL).await;
+    running.shutdown().await.expect("shutdown");
+
+    assert_eq!(applied(&pool, &schema.name).await, TOTAL);
+    assert_applied_once_in_order(&pool, &schema.name, PER_AGGREGATE).await;
+    let incremental = balances(&pool, &schema.name).await;
+    assert_eq!(incremental, expected);
+    assert_eq!(
+        projection
+            .checkpoint("account", "a7")
+            .await
+            .expect("checkpoint"),
+        Some(PER_AGGREGATE as u64)
+    );
+
+    // One call resets everything; the next start replays the stream to the same read model.
+    projection.rebuild(&store).await.expect("rebuild");
+    assert_eq!(applied(&pool, &schema.name).await, 0);
+    assert_eq!(
+        projection
+            .checkpoint("account", "a7")
+            .await
+            .expect("checkpoint"),
+        None
+    );
+    let running = projection.start(&store).await.expect("start");
+    wait_applied(&pool, &schema.name, TOTAL).await;
+    let stats = running.shutdown().await.expect("shutdown");
+    assert_eq!(stats.handled, TOTAL as u64);
+    assert_eq!(balances(&pool, &schema.name).await, incremental);
+    assert_applied_once_in_order(&pool, &schema.name, PER_AGGREGATE).await;
+}
