@@ -13,4 +13,13 @@ bash scripts/install-mdbook.sh
 cargo test --workspace --all-features --all-targets
 cargo test --workspace --all-features --doc
 cargo run --quiet --example quickstart > /dev/null
+
+# The JetStream example, against a throwaway server on a free loopback port.
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+store_dir=$(mktemp -d)
+"$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$port" -sd "$store_dir" > "$store_dir/server.log" 2>&1 &
+server_pid=$!
+trap 'kill "$server_pid" 2>/dev/null; rm -rf "$store_dir"' EXIT
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --example bank > /dev/null
 .tools/mdbook/bin/mdbook build book

@@ -74,6 +74,36 @@ mod shadowed {
         }
     }
 
+    /// A subscriber whose events are private to this module.
+    #[derive(Default)]
+    pub struct Audit {
+        pub log: ::std::sync::Mutex<::std::vec::Vec<::std::string::String>>,
+    }
+
+    #[jetsource::subscriber(durable = "audit", deliver_from = "new", backoff_ms = [10], concurrency = 2)]
+    impl Audit {
+        async fn on_opened(
+            &self,
+            event: Opened,
+            _: &jetsource::subscriber::EventContext,
+        ) -> ::core::result::Result<(), jetsource::subscriber::HandlerError> {
+            self.log.lock().unwrap().push(event.owner);
+            ::core::result::Result::Ok(())
+        }
+
+        async fn on_deposited(
+            &self,
+            event: Deposited,
+            _: &jetsource::subscriber::EventContext,
+        ) -> ::core::result::Result<(), jetsource::subscriber::HandlerError> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(::std::format!("{}", event.cents));
+            ::core::result::Result::Ok(())
+        }
+    }
+
     /// Uses every shadow, so `deny(warnings)` also proves none of them is dead.
     pub fn shadows() -> (Result, Option, Vec, Box, String, (), (), (), ()) {
         (Result, Option, Vec, Box, String, Ok(), Err(), Some(), None)
@@ -132,4 +162,44 @@ fn derives_work_where_prelude_names_are_shadowed() {
     assert_eq!(restored, account);
     assert_eq!(restored.owner.as_deref(), Some("ada"));
     assert_eq!(restored.cents, 250);
+}
+
+#[test]
+fn the_subscriber_macro_works_where_prelude_names_are_shadowed() {
+    use jetsource::subscriber::{Subscriber, SubscriberDefinition};
+
+    let audit = shadowed::Audit::default();
+    let ctx = jetsource::subscriber::EventContext {
+        event_id: uuid::Uuid::now_v7(),
+        event_name: "deposited".into(),
+        event_version: 1,
+        aggregate_type: "account".into(),
+        aggregate_id: "a1".into(),
+        sequence: 1,
+        position: 1,
+        timestamp: std::time::SystemTime::now(),
+        correlation_id: "c".into(),
+        causation_id: None,
+        command_id: None,
+        headers: Default::default(),
+        delivery_count: 1,
+        redriven: false,
+    };
+    type Handled = <shadowed::Audit as Subscriber>::Event;
+    let event = Handled::decode(RawEvent {
+        name: "opened",
+        version: 1,
+        codec: Codec::Json,
+        payload: br#"{"owner":"ada"}"#,
+    })
+    .unwrap()
+    .unwrap();
+    futures::executor::block_on(audit.handle(event, &ctx)).unwrap();
+    assert_eq!(*audit.log.lock().unwrap(), ["ada"]);
+    assert_eq!(Handled::known_names(), ["opened", "deposited"]);
+    let config = shadowed::Audit::subscriber_config();
+    assert_eq!(
+        (config.durable_name.as_str(), config.concurrency),
+        ("audit", 2)
+    );
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use jetsource::subscriber::{
-    self, DeadLetterReason, DeadLetters, EventContext, HandlerError, Subscriber, SubscriberConfig,
-    SubscriberHandle,
+    self, AckMode, DeadLetterReason, DeadLetters, EventContext, HandlerError, Subscriber,
+    SubscriberConfig, SubscriberHandle,
 };
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{
@@ -556,4 +556,46 @@ async fn a_server_restart_mid_consumption_loses_nothing() {
     assert_eq!(completed, ids);
     assert_eq!(rec.duplicates(), 0);
     assert_in_order(&rec, 20, 100);
+}
+
+/// Confirmed acks take another path through the completion log (acked off the dispatcher,
+/// concurrently per stored round): every event still once, in order, across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_acks_with_the_completion_log_handle_every_event_once_in_order() {
+    let server = NatsServer::start();
+    let store = connect(&server, "CONFIRMED").await;
+    let ids = seed(&store, 10, 30).await;
+    let rec = Arc::new(Recorder::default());
+    let config = fast_config("confirmed")
+        .concurrency(4)
+        .ack_mode(AckMode::Confirmed);
+    let mut handled = 0;
+    for target in [ids.len() / 2, ids.len()] {
+        let handler = Recording {
+            rec: rec.clone(),
+            work: Duration::ZERO,
+        };
+        let running = subscriber::start(&store, handler, config.clone())
+            .await
+            .expect("start");
+        wait_for("progress", || rec.completed() >= target).await;
+        handled += running.shutdown().await.expect("shutdown").handled;
+    }
+    // Everything was acked before shutdown returned: a third run gets nothing.
+    let running = subscriber::start(
+        &store,
+        Recording {
+            rec: rec.clone(),
+            work: Duration::ZERO,
+        },
+        config,
+    )
+    .await
+    .expect("start");
+    let stats = running.shutdown().await.expect("shutdown");
+
+    assert_eq!(stats.handled + stats.duplicates_skipped, 0);
+    assert_eq!(handled, ids.len() as u64);
+    assert_eq!(rec.duplicates(), 0);
+    assert_in_order(&rec, 10, 30);
 }

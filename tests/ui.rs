@@ -1,4 +1,4 @@
-//! Compile-time behaviour of the derives: every `pass` file must compile (and run), every
+//! Compile-time behaviour of the derives and `#[subscriber]`: every `pass` file must compile (and run), every
 //! `fail` file must fail with exactly the diagnostic in its `.stderr` beside it.
 //!
 //! Regenerate the expected output with `TRYBUILD=overwrite cargo test --test ui`, then read
@@ -7,8 +7,8 @@
 #[test]
 fn ui() {
     let cases = trybuild::TestCases::new();
-    for derive in ["event", "event_set", "aggregate"] {
-        cases.pass(format!("tests/ui/{derive}/pass/*.rs"));
-        cases.compile_fail(format!("tests/ui/{derive}/fail/*.rs"));
+    for macro_name in ["event", "event_set", "aggregate", "subscriber"] {
+        cases.pass(format!("tests/ui/{macro_name}/pass/*.rs"));
+        cases.compile_fail(format!("tests/ui/{macro_name}/fail/*.rs"));
     }
 }

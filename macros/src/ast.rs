@@ -4,8 +4,10 @@
 use crate::attr::aggregate::{self, AggregateAttrs};
 use crate::attr::event::{self, EventAttrs};
 use crate::attr::event_set::{self, EventSetAttrs};
+use crate::attr::subscriber::{self, SubscriberAttrs};
 use crate::ctxt::Ctxt;
-use syn::{Data, DeriveInput, Fields, Ident, Type};
+use proc_macro2::TokenStream;
+use syn::{Data, DeriveInput, Fields, FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, Type};
 
 /// The input of `#[derive(Event)]`.
 pub struct EventStruct<'a> {
@@ -89,6 +91,64 @@ impl<'a> AggregateState<'a> {
     }
 }
 
+/// The input of `#[subscriber]`: an `impl` block whose methods are all event handlers.
+pub struct SubscriberImpl<'a> {
+    pub original: &'a ItemImpl,
+    pub attrs: SubscriberAttrs,
+    /// The implementing type's name (the last path segment); `None` for a type that is not a
+    /// plain path, which `valid` reports.
+    pub ident: Option<&'a Ident>,
+    /// Every method of the block, in order.
+    pub handlers: Vec<Handler<'a>>,
+}
+
+/// One method of a subscriber block, read as a handler.
+pub struct Handler<'a> {
+    pub original: &'a ImplItemFn,
+    pub ident: &'a Ident,
+    /// The type of the first parameter after the receiver: the handled event.
+    pub event_type: Option<&'a Type>,
+}
+
+impl<'a> SubscriberImpl<'a> {
+    pub fn from_syn(cx: &Ctxt, args: TokenStream, input: &'a ItemImpl) -> Self {
+        let ident = match &*input.self_ty {
+            Type::Path(path) if path.qself.is_none() => {
+                path.path.segments.last().map(|segment| &segment.ident)
+            }
+            _ => None,
+        };
+        let handlers = input
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                ImplItem::Fn(method) => Some(Handler::from_syn(method)),
+                _ => None,
+            })
+            .collect();
+        SubscriberImpl {
+            original: input,
+            attrs: subscriber::parse(cx, args),
+            ident,
+            handlers,
+        }
+    }
+}
+
+impl<'a> Handler<'a> {
+    fn from_syn(method: &'a ImplItemFn) -> Self {
+        let event_type = method.sig.inputs.iter().find_map(|input| match input {
+            FnArg::Typed(typed) => Some(&*typed.ty),
+            FnArg::Receiver(_) => None,
+        });
+        Handler {
+            original: method,
+            ident: &method.sig.ident,
+            event_type,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +169,36 @@ mod tests {
             .map(|v| v.event_type.map(|t| t.to_token_stream().to_string()))
             .collect();
         assert_eq!(types, [Some("Opened".to_owned()), None, None, None]);
+    }
+
+    #[test]
+    fn subscriber_handlers_are_the_methods_with_their_event_types() {
+        let input: ItemImpl = parse_quote! {
+            impl crate::Balances {
+                const LIMIT: u64 = 3;
+                async fn on_opened(&self, e: v2::Opened, ctx: &EventContext) -> R { todo!() }
+                fn no_args() {}
+            }
+        };
+        let cx = Ctxt::new();
+        let sub = SubscriberImpl::from_syn(&cx, quote::quote!(durable = "b"), &input);
+        cx.check().unwrap();
+        assert_eq!(sub.ident.unwrap(), "Balances");
+        let handlers: Vec<(String, Option<String>)> = sub
+            .handlers
+            .iter()
+            .map(|h| {
+                let ty = h.event_type.map(|t| t.to_token_stream().to_string());
+                (h.ident.to_string(), ty)
+            })
+            .collect();
+        assert_eq!(
+            handlers,
+            [
+                ("on_opened".to_owned(), Some("v2 :: Opened".to_owned())),
+                ("no_args".to_owned(), None)
+            ]
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Attribute parsing, shared by the three derives. Each derive's keys live in its submodule;
+//! Attribute parsing, shared by the three derives and `#[subscriber]`. Each derive's keys live in its submodule;
 //! this module holds what they share: the key names, the one duplicate-key check, and the
 //! handling of unknown keys and literal values.
 //!
@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod event;
 pub mod event_set;
+pub mod subscriber;
 
 use crate::ctxt::Ctxt;
 use quote::ToTokens;
@@ -53,6 +54,15 @@ pub const EVENTS: Symbol = Symbol("events");
 pub const SNAPSHOT: Symbol = Symbol("snapshot");
 pub const SCHEMA: Symbol = Symbol("schema");
 pub const EVERY: Symbol = Symbol("every");
+
+// Keys of `#[subscriber(...)]`.
+pub const DURABLE: Symbol = Symbol("durable");
+pub const DELIVER_FROM: Symbol = Symbol("deliver_from");
+pub const ACK_WAIT_MS: Symbol = Symbol("ack_wait_ms");
+pub const MAX_DELIVER: Symbol = Symbol("max_deliver");
+pub const BACKOFF_MS: Symbol = Symbol("backoff_ms");
+pub const MAX_ACK_PENDING: Symbol = Symbol("max_ack_pending");
+pub const CONCURRENCY: Symbol = Symbol("concurrency");
 
 /// A number written in an attribute, kept with its literal so errors can point at it.
 #[derive(Clone)]
@@ -106,7 +116,7 @@ impl<'c, T> Slot<'c, T> {
 
     /// The value of a required key. A key never written is reported at `attribute` (when
     /// there is no attribute at all, the caller reports that instead, once).
-    pub fn required(self, attribute: Option<&Attribute>) -> Option<T> {
+    pub fn required(self, attribute: Option<impl ToTokens>) -> Option<T> {
         if let (None, false, Some(attribute)) = (&self.value, self.rejected, attribute) {
             self.cx.error_spanned_by(
                 attribute,
@@ -190,13 +200,24 @@ where
     T: std::str::FromStr,
     T::Err: Display,
 {
-    let key = meta.path.to_token_stream();
-    match meta.value()?.parse::<Lit>()? {
+    let literal = meta.value()?.parse::<Lit>()?;
+    Ok(number_literal(cx, &meta.path, literal))
+}
+
+/// Reads one integer literal of `key`'s value as `T` (also each number of a list); a
+/// non-integer or out-of-range literal is reported and yields `None`.
+pub fn number_literal<T>(cx: &Ctxt, key: &Path, literal: Lit) -> Option<Number<T>>
+where
+    T: std::str::FromStr,
+    T::Err: Display,
+{
+    let key = key.to_token_stream();
+    match literal {
         Lit::Int(literal) => match literal.base10_parse::<T>() {
-            Ok(value) => Ok(Some(Number { value, literal })),
+            Ok(value) => Some(Number { value, literal }),
             Err(error) => {
                 cx.error_spanned_by(&literal, format!("`{key}` is out of range: {error}"));
-                Ok(None)
+                None
             }
         },
         other => {
@@ -204,7 +225,7 @@ where
                 &other,
                 format!("`{key}` expects an integer literal, like `{key} = 1`"),
             );
-            Ok(None)
+            None
         }
     }
 }

@@ -1,10 +1,11 @@
-//! Code generation, one submodule per derive. Generated code names everything by absolute path
+//! Code generation, one submodule per macro. Generated code names everything by absolute path
 //! (`::core::...`, `::jetsource::__private::...`) so it works whatever the user's module has
 //! in scope, and marks every impl `#[automatically_derived]`.
 
 pub mod aggregate;
 pub mod event;
 pub mod event_set;
+pub mod subscriber;
 
 use crate::ctxt::Ctxt;
 use proc_macro2::{Span, TokenStream};

@@ -1,8 +1,9 @@
-//! Derives for [jetsource](https://docs.rs/jetsource): `Event`, `EventSet` and `Aggregate`.
+//! Derives for [jetsource](https://docs.rs/jetsource): `Event`, `EventSet` and `Aggregate`, and
+//! the `#[subscriber]` attribute.
 //! Use them through the `jetsource` crate, which re-exports them with their documentation;
 //! the generated code refers to `::jetsource` and does not work without it.
 //!
-//! Each derive runs the same stages: `ast` borrows the input and parses its attributes
+//! Each macro runs the same stages: `ast` borrows the input and parses its attributes
 //! (`attr`), `valid` checks the rules that one type can decide, and `expand` generates the
 //! impl, with const assertions for the rules that span several types. Errors are collected in
 //! a `ctxt::Ctxt` and reported together.
@@ -31,4 +32,11 @@ pub fn derive_event_set(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Aggregate, attributes(aggregate))]
 pub fn derive_aggregate(input: TokenStream) -> TokenStream {
     expand::aggregate::derive(input.into()).into()
+}
+
+/// Turns an `impl` block of event handlers into a `jetsource::subscriber::Subscriber`; see the
+/// `jetsource` crate.
+#[proc_macro_attribute]
+pub fn subscriber(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::subscriber::attribute(args.into(), item.into()).into()
 }

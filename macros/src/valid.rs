@@ -3,12 +3,18 @@
 //! (a previous version's name and version, distinct names in a set) cannot be decided here and
 //! become const assertions in the generated code instead (see `expand`).
 
-use crate::ast::{AggregateState, EventSetEnum, EventStruct};
+use crate::ast::{AggregateState, EventSetEnum, EventStruct, Handler, SubscriberImpl};
 use crate::attr::aggregate::SnapshotAttrs;
-use crate::attr::{Number, EVERY, SCHEMA};
+use crate::attr::subscriber::{Backoff, DeliverFrom, SubscriberAttrs};
+use crate::attr::{Number, Symbol, CONCURRENCY, EVERY, MAX_ACK_PENDING, MAX_DELIVER, SCHEMA};
 use crate::ctxt::Ctxt;
-use std::collections::HashSet;
-use syn::{Data, DeriveInput, LitStr};
+use crate::expand::type_name;
+use std::collections::{HashMap, HashSet};
+use syn::{Data, DeriveInput, FnArg, LitStr};
+
+/// What every handler looks like, for the messages about handlers.
+const HANDLER_SHAPE: &str =
+    "async fn name(&self, event: EventType, ctx: &EventContext) -> Result<(), HandlerError>";
 
 pub fn check_event(cx: &Ctxt, event: &EventStruct) {
     event_is_struct(cx, event.original);
@@ -102,6 +108,249 @@ pub fn check_aggregate(cx: &Ctxt, state: &AggregateState) {
     }
     if let Some(snapshot) = &attrs.snapshot {
         snapshot_is_complete(cx, snapshot);
+    }
+}
+
+pub fn check_subscriber(cx: &Ctxt, sub: &SubscriberImpl) {
+    let item = sub.original;
+    if let Some((_, trait_path, _)) = &item.trait_ {
+        // The macro writes the `Subscriber` impl itself from the handlers; a trait impl has no
+        // room for handlers of its own choosing.
+        cx.error_spanned_by(
+            trait_path,
+            "#[subscriber] goes on an inherent `impl Type { ... }` block of handlers, not on a trait impl",
+        );
+    }
+    if !item.generics.params.is_empty() {
+        // The handled event set and the durable name are fixed per type; a generic subscriber
+        // would share one durable consumer between different handler sets.
+        cx.error_spanned_by(
+            &item.generics,
+            "#[subscriber] does not support generic impl blocks; use a concrete type",
+        );
+    }
+    if sub.ident.is_none() {
+        // The generated event set is named after the type.
+        cx.error_spanned_by(
+            &item.self_ty,
+            "#[subscriber] needs a named type, like `impl Balances { ... }`",
+        );
+    }
+    if sub.handlers.is_empty() {
+        // A subscriber without handlers would receive nothing; the runtime refuses to start it.
+        cx.error_spanned_by(
+            &item.self_ty,
+            format!("a #[subscriber] impl block needs at least one handler: `{HANDLER_SHAPE}`"),
+        );
+    }
+    for handler in &sub.handlers {
+        handler_is_async(cx, handler);
+        handler_is_not_generic(cx, handler);
+        handler_takes_ref_self(cx, handler);
+        handler_takes_event_and_context(cx, handler);
+    }
+    one_handler_per_event_type(cx, &sub.handlers);
+    check_subscriber_attrs(cx, &sub.attrs);
+}
+
+fn check_subscriber_attrs(cx: &Ctxt, attrs: &SubscriberAttrs) {
+    if let Some(durable) = &attrs.durable {
+        is_durable_name(cx, durable);
+    }
+    if let Some(DeliverFrom::Position(position)) = &attrs.deliver_from {
+        // JetStream stream sequences start at 1; position 0 does not exist.
+        if position.value == 0 {
+            cx.error_spanned_by(&position.literal, "stream positions start at 1");
+        }
+    }
+    if let Some(ack_wait) = &attrs.ack_wait_ms {
+        ack_wait_is_long_enough(cx, ack_wait);
+    }
+    if let Some(backoff) = &attrs.backoff_ms {
+        backoff_is_not_empty(cx, backoff);
+    }
+    // A limit of 0 would never let a single message through.
+    if let Some(max_deliver) = &attrs.max_deliver {
+        at_least_one(
+            cx,
+            max_deliver,
+            MAX_DELIVER,
+            "each event gets at least one attempt",
+        );
+    }
+    if let Some(pending) = &attrs.max_ack_pending {
+        at_least_one(
+            cx,
+            pending,
+            MAX_ACK_PENDING,
+            "0 would let no message through",
+        );
+    }
+    if let Some(concurrency) = &attrs.concurrency {
+        at_least_one(
+            cx,
+            concurrency,
+            CONCURRENCY,
+            "0 would handle no event at all",
+        );
+    }
+}
+
+/// The runtime awaits each handler's future; a plain `fn` would have to block a worker thread.
+fn handler_is_async(cx: &Ctxt, handler: &Handler) {
+    let sig = &handler.original.sig;
+    if sig.asyncness.is_none() {
+        let (fn_token, ident) = (&sig.fn_token, &sig.ident);
+        cx.error_spanned_by(
+            quote::quote!(#fn_token #ident),
+            format!(
+                "handler `{ident}` must be an `async fn`; every method of a #[subscriber] impl block is a handler: `{HANDLER_SHAPE}`"
+            ),
+        );
+    }
+}
+
+/// The generated dispatch names each handler with no type arguments to choose.
+fn handler_is_not_generic(cx: &Ctxt, handler: &Handler) {
+    let generics = &handler.original.sig.generics;
+    if !generics.params.is_empty() || generics.where_clause.is_some() {
+        cx.error_spanned_by(
+            generics,
+            format!("handler `{}` cannot be generic", handler.ident),
+        );
+    }
+}
+
+/// The runtime shares one subscriber between concurrent handlers (`Subscriber::handle` takes
+/// `&self`): `&mut self` could not be given, and `self` would consume it.
+fn handler_takes_ref_self(cx: &Ctxt, handler: &Handler) {
+    let sig = &handler.original.sig;
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(receiver))
+            if receiver.colon_token.is_none()
+                && receiver.reference.is_some()
+                && receiver.mutability.is_none() => {}
+        Some(FnArg::Receiver(receiver)) => cx.error_spanned_by(
+            receiver,
+            format!(
+                "handler `{}` must take `&self`: handlers run concurrently on a shared subscriber",
+                handler.ident
+            ),
+        ),
+        Some(FnArg::Typed(_)) | None => cx.error_spanned_by(
+            &sig.ident,
+            format!(
+                "handler `{}` must be a method taking `&self`: `{HANDLER_SHAPE}`",
+                handler.ident
+            ),
+        ),
+    }
+}
+
+/// The dispatch passes exactly two values: the upcast event and its context.
+fn handler_takes_event_and_context(cx: &Ctxt, handler: &Handler) {
+    let sig = &handler.original.sig;
+    let params: Vec<&FnArg> = sig
+        .inputs
+        .iter()
+        .filter(|input| matches!(input, FnArg::Typed(_)))
+        .collect();
+    if params.len() < 2 {
+        let missing = if params.is_empty() {
+            "the event and its context"
+        } else {
+            "the event context `ctx: &EventContext`"
+        };
+        let at = match sig.inputs.last() {
+            Some(_) => quote::ToTokens::to_token_stream(&sig.inputs),
+            None => quote::ToTokens::to_token_stream(&sig.ident),
+        };
+        cx.error_spanned_by(
+            at,
+            format!(
+                "handler `{}` is missing {missing}: `{HANDLER_SHAPE}`",
+                handler.ident
+            ),
+        );
+    } else if params.len() > 2 {
+        let extra = &params[2..];
+        cx.error_spanned_by(
+            quote::quote!(#(#extra),*),
+            format!(
+                "handler `{}` takes only the event and its context: `{HANDLER_SHAPE}`",
+                handler.ident
+            ),
+        );
+    }
+}
+
+/// The event type decides which handler runs; two handlers for one type would make one of
+/// them unreachable. Types are compared as written; two spellings of one type (an alias, a
+/// longer path) are still caught by the event set's distinct-name assertion.
+fn one_handler_per_event_type(cx: &Ctxt, handlers: &[Handler]) {
+    let mut seen: HashMap<String, &Handler> = HashMap::new();
+    for handler in handlers {
+        let Some(event_type) = handler.event_type else {
+            continue;
+        };
+        let name = type_name(event_type);
+        match seen.get(&name) {
+            Some(first) => cx.error_spanned_by(
+                event_type,
+                format!(
+                    "`{name}` already has a handler, `{}`; each event type gets exactly one handler",
+                    first.ident
+                ),
+            ),
+            None => {
+                seen.insert(name, handler);
+            }
+        }
+    }
+}
+
+/// The durable name is the consumer's name on the server, which allows only these characters
+/// and becomes part of the completion-log stream's name; checked here so a bad name is a
+/// compile error rather than a failed start.
+fn is_durable_name(cx: &Ctxt, durable: &LitStr) {
+    let value = durable.value();
+    let valid = !value.is_empty()
+        && value.len() <= 100
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if !valid {
+        cx.error_spanned_by(
+            durable,
+            format!("durable name {value:?} must be 1 to 100 characters of A-Z a-z 0-9 _ -"),
+        );
+    }
+}
+
+/// In-progress acks go out every half ack wait; below 100 ms they would flood the server (the
+/// runtime refuses such a configuration at start).
+fn ack_wait_is_long_enough(cx: &Ctxt, ack_wait: &Number<u64>) {
+    if ack_wait.value < 100 {
+        cx.error_spanned_by(&ack_wait.literal, "`ack_wait_ms` must be at least 100");
+    }
+}
+
+/// Retries wait for the next delay of the list; an empty list has none to give.
+fn backoff_is_not_empty(cx: &Ctxt, backoff: &Backoff) {
+    if backoff.delays.is_empty() {
+        cx.error_spanned_by(
+            &backoff.key,
+            "`backoff_ms` needs at least one delay, like `backoff_ms = [1000]`",
+        );
+    }
+}
+
+fn at_least_one<T: PartialEq + From<u8>>(cx: &Ctxt, number: &Number<T>, key: Symbol, why: &str) {
+    if number.value == T::from(0) {
+        cx.error_spanned_by(
+            &number.literal,
+            format!("`{key}` must be at least 1: {why}"),
+        );
     }
 }
 

@@ -127,6 +127,28 @@ pub trait Event: Sized + Send + Sync + 'static {
     /// Whether `name` is this type's wire name or one its older versions were stored under.
     fn is_known_name(name: &str) -> bool;
 
+    /// Every wire name of this type's lineage: [`Event::NAME`] first, then each older name
+    /// (from `renamed_from`) once. Subscribers filter on all of them, so events stored under an
+    /// older name are still delivered, and upcast.
+    ///
+    /// ```
+    /// use jetsource::Event;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Event, Serialize, Deserialize)]
+    /// #[event(name = "created", version = 1)]
+    /// struct Created {}
+    ///
+    /// #[derive(Event, Serialize, Deserialize)]
+    /// #[event(name = "opened", version = 2, previous = Created, renamed_from = "created")]
+    /// struct Opened {}
+    /// # impl From<Created> for Opened { fn from(_: Created) -> Self { Opened {} } }
+    ///
+    /// assert_eq!(Opened::known_names(), ["opened", "created"]);
+    /// ```
+    fn known_names() -> Vec<&'static str> {
+        vec![Self::NAME]
+    }
+
     /// Encodes this event with its name, version and codec.
     fn encode(&self) -> Result<EncodedEvent, EncodeError> {
         Ok(EncodedEvent {

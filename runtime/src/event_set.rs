@@ -41,4 +41,12 @@ pub trait EventSet: Sized + Send + Sync + 'static {
 
     /// The current wire name of the wrapped event.
     fn event_name(&self) -> &'static str;
+
+    /// Every wire name [`EventSet::decode`] accepts (apart from retired ones): the
+    /// [`Event::known_names`](crate::Event::known_names) of each variant's type, each once.
+    /// Unlike [`EventSet::NAMES`] it includes the names events were stored under before a
+    /// rename; subscribers filter on these.
+    fn known_names() -> Vec<&'static str> {
+        Self::NAMES.to_vec()
+    }
 }

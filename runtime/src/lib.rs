@@ -78,6 +78,14 @@ pub use jetsource_macros::EventSet;
 /// snapshot(schema = N, every = M))]`.
 pub use jetsource_macros::Aggregate;
 
+/// Turns an inherent `impl` block of `async fn on_x(&self, event: X, ctx: &EventContext) ->
+/// Result<(), HandlerError>` handlers into a [`subscriber::Subscriber`] and
+/// [`subscriber::SubscriberDefinition`]: `#[subscriber(durable = "...", deliver_from = "all" |
+/// "new" | N, ack_wait_ms = N, max_deliver = N, backoff_ms = [N, ...], max_ack_pending = N,
+/// concurrency = N)]`.
+#[cfg(feature = "jetstream")]
+pub use jetsource_macros::subscriber;
+
 #[cfg(feature = "postgres")]
 pub mod projection;
 #[cfg(feature = "jetstream")]

@@ -4,6 +4,10 @@ pub use crate::aggregate::{Aggregate, Apply, SnapshotPolicy};
 pub use crate::error::{DecodeError, EncodeError};
 pub use crate::event::{Codec, EncodedEvent, Event, RawEvent};
 pub use crate::event_set::EventSet;
+#[cfg(feature = "jetstream")]
+pub use crate::subscriber::{
+    DeliverFrom, EventContext, HandlerError, Subscriber, SubscriberConfig, SubscriberDefinition,
+};
 pub use ::core;
 /// Generated signatures name `Vec` through here: `::core` has none, and `::std` would tie the
 /// generated code to the user's crate having `std` in scope under that name.
@@ -214,6 +218,17 @@ pub const fn snapshot_fns<T: SnapshotState>() -> SnapshotFns<T> {
         encode: encode_snapshot::<T>,
         decode: decode_snapshot::<T>,
     }
+}
+
+/// The names of `lists`, in order, each once: how the derives build `known_names`.
+pub fn distinct_names<const N: usize>(lists: [Vec<&'static str>; N]) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for name in lists.into_iter().flatten() {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// String equality usable in the const assertions the derives generate across types.

@@ -32,11 +32,22 @@ fn impl_event(event: &EventStruct) -> TokenStream {
     let codec = codec_path(event.attrs.codec_kind());
     let payload_fns = payload_fns(event);
     let older = decode_older(event);
-    let is_known_older = match &event.attrs.previous {
-        Some(previous) => quote! {
-            || <#previous as ::jetsource::__private::Event>::is_known_name(name)
-        },
-        None => TokenStream::new(),
+    let (is_known_older, known_names) = match &event.attrs.previous {
+        Some(previous) => (
+            quote! {
+                || <#previous as ::jetsource::__private::Event>::is_known_name(name)
+            },
+            quote! {
+                fn known_names() -> ::jetsource::__private::Vec<&'static ::core::primitive::str> {
+                    ::jetsource::__private::distinct_names([
+                        ::jetsource::__private::Vec::from([<Self as ::jetsource::__private::Event>::NAME]),
+                        <#previous as ::jetsource::__private::Event>::known_names(),
+                    ])
+                }
+            },
+        ),
+        // The trait's default: the one current name.
+        None => (TokenStream::new(), TokenStream::new()),
     };
     let assertions = previous_assertions(event, name, version);
 
@@ -82,6 +93,8 @@ fn impl_event(event: &EventStruct) -> TokenStream {
                 fn is_known_name(name: &::core::primitive::str) -> ::core::primitive::bool {
                     name == <Self as ::jetsource::__private::Event>::NAME #is_known_older
                 }
+
+                #known_names
             }
         };
 
@@ -265,6 +278,10 @@ mod tests {
         ));
         assert!(output.contains("unknown_version (raw)"));
         assert!(
+            !output.contains("known_names"),
+            "a first version keeps the trait's default"
+        );
+        assert!(
             !output.contains("assert"),
             "no previous, no assertions: {output}"
         );
@@ -301,6 +318,9 @@ mod tests {
             "str_eq (< v1 :: Opened as :: jetsource :: __private :: Event > :: NAME , \"opened\" ,)"
         ));
         assert!(output.contains("VERSION == 1u32"));
+        assert!(output.contains(
+            "distinct_names ([:: jetsource :: __private :: Vec :: from ([< Self as :: jetsource :: __private :: Event > :: NAME]) , < v1 :: Opened as :: jetsource :: __private :: Event > :: known_names () ,])"
+        ));
         assert!(output.contains(
             "the previous version `v1::Opened` of event `Opened` (version 2) must be version 1"
         ));

@@ -97,6 +97,12 @@ fn impl_event_set(set: &EventSetEnum) -> TokenStream {
                     #(Self::#variants(_) => <#events as ::jetsource::__private::Event>::NAME,)*
                 }
             }
+
+            fn known_names() -> ::jetsource::__private::Vec<&'static ::core::primitive::str> {
+                ::jetsource::__private::distinct_names([
+                    #(<#events as ::jetsource::__private::Event>::known_names(),)*
+                ])
+            }
         }
 
         #(
@@ -242,6 +248,7 @@ mod tests {
         assert!(output.contains("Self :: Opened (event) => < Opened as :: jetsource :: __private :: Event > :: encode (event)"));
         assert!(output.contains("< money :: Deposited as :: jetsource :: __private :: Event > :: is_known_name (raw . name)"));
         assert!(output.contains(":: core :: matches ! (raw . name , \"legacy\")"));
+        assert!(output.contains("distinct_names ([< Opened as :: jetsource :: __private :: Event > :: known_names () , < money :: Deposited as :: jetsource :: __private :: Event > :: known_names () ,])"));
         assert!(output
             .contains("impl :: core :: convert :: From < money :: Deposited > for AccountEvent"));
         assert!(output.contains("where __JetsourceState : :: jetsource :: __private :: Apply < Opened > , __JetsourceState : :: jetsource :: __private :: Apply < money :: Deposited > ,"));

@@ -4,7 +4,8 @@
 //! [`JetStreamStore`](crate::JetStreamStore). The runtime:
 //!
 //! - filters on the server: the consumer's filter subjects are `<prefix>.*.*.<name>` for each name
-//!   in the handled [`EventSet::NAMES`], so nothing else is delivered;
+//!   in the handled [`EventSet::known_names`] (the current names and those events were stored
+//!   under before a rename), so nothing else is delivered;
 //! - handles events of one aggregate in stream order and different aggregates in parallel, up to
 //!   [`SubscriberConfig::concurrency`]; a failing event blocks only its own aggregate;
 //! - acks after the handler succeeds (plain fire-and-forget `ack()` by default, see [`AckMode`]),
@@ -124,6 +125,56 @@ impl<S: Subscriber> Subscriber for std::sync::Arc<S> {
     ) -> impl Future<Output = Result<(), HandlerError>> + Send {
         (**self).handle(event, ctx)
     }
+}
+
+/// A subscriber that carries its own configuration: what `#[jetsource::subscriber(...)]`
+/// generates, together with the [`Subscriber`] impl. Start it with [`start_defined`], or pass
+/// [`SubscriberDefinition::subscriber_config`] (adjusted as needed) to [`start`].
+///
+/// ```
+/// use jetsource::subscriber::{EventContext, HandlerError, SubscriberDefinition};
+/// # use jetsource::Event;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Event, Serialize, Deserialize)]
+/// # #[event(name = "deposited", version = 1)]
+/// # struct Deposited { amount: u64 }
+/// struct Audit;
+///
+/// #[jetsource::subscriber(durable = "audit", deliver_from = "new", concurrency = 4)]
+/// impl Audit {
+///     async fn on_deposited(&self, e: Deposited, _: &EventContext) -> Result<(), HandlerError> {
+///         println!("deposited {}", e.amount);
+///         Ok(())
+///     }
+/// }
+///
+/// let config = Audit::subscriber_config();
+/// assert_eq!((config.durable_name.as_str(), config.concurrency), ("audit", 4));
+/// ```
+pub trait SubscriberDefinition: Subscriber {
+    /// The durable consumer and delivery settings this subscriber runs with.
+    fn subscriber_config() -> SubscriberConfig;
+}
+
+impl<S: SubscriberDefinition> SubscriberDefinition for std::sync::Arc<S> {
+    fn subscriber_config() -> SubscriberConfig {
+        S::subscriber_config()
+    }
+}
+
+/// [`start`]s `subscriber` with its own [`SubscriberDefinition::subscriber_config`].
+///
+/// ```no_run
+/// # use jetsource::subscriber::{self, SubscriberDefinition};
+/// # async fn run<S: SubscriberDefinition>(store: jetsource::JetStreamStore, s: S) -> Result<(), Box<dyn std::error::Error>> {
+/// let handle = subscriber::start_defined(&store, s).await?;
+/// # let _ = handle; Ok(()) }
+/// ```
+pub async fn start_defined<S: SubscriberDefinition>(
+    store: &crate::JetStreamStore,
+    subscriber: S,
+) -> Result<SubscriberHandle, SubscriberError> {
+    start(store, subscriber, S::subscriber_config()).await
 }
 
 /// Where and how an event was stored and delivered.

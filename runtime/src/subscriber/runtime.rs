@@ -6,6 +6,11 @@
 //! out and has not seen completed, and gates delivery after a start or reconnect (see
 //! [`Gate`]). An aggregate has at most one message with the workers at a time; its later ones
 //! wait in its queue.
+//!
+//! With the completion log, a worker hands a handled message to the log's writer and moves
+//! on; the writer returns each stored round to the dispatcher, which acks its messages and
+//! only then releases their aggregates' next events. So no handler starts before its
+//! aggregate's previous completion is durable, and no task or channel is paid per event.
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -154,7 +159,7 @@ struct Shared<S: Subscriber> {
     js: jetstream::Context,
     prefix: String,
     stream: String,
-    done: Option<DoneLog>,
+    done: Option<DoneLog<Completion>>,
     counters: Arc<Counters>,
     /// Set by the dispatcher once it stopped pulling: workers `nak` what has not started.
     shutdown: watch::Receiver<bool>,
@@ -195,19 +200,22 @@ pub async fn start<S: Subscriber>(
     };
     let dlq = dead_letter::ensure_stream(&js, &stream_name, storage).await?;
     let (drain_tx, shutdown_rx) = watch::channel(false);
-    let done = match config.idempotency {
-        Idempotency::Markers { ttl } => Some(
-            DoneLog::open(
+    let (done, stored) = match config.idempotency {
+        Idempotency::Markers { ttl } => {
+            let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+            let log = DoneLog::open(
                 &js,
                 &stream_name,
                 &config.durable_name,
                 ttl,
                 storage,
                 shutdown_rx.clone(),
+                stored_tx,
             )
-            .await?,
-        ),
-        Idempotency::Off => None,
+            .await?;
+            (Some(log), Some(stored_rx))
+        }
+        Idempotency::Off => (None, None),
     };
     let events_stream = js
         .get_stream(&stream_name)
@@ -268,6 +276,7 @@ pub async fn start<S: Subscriber>(
         high_water: info.delivered.stream_sequence,
         stop: stop_rx,
         drain: drain_tx,
+        stored,
     };
     let task = tokio::spawn(dispatcher.run().instrument(span));
     Ok(SubscriberHandle {
@@ -279,7 +288,7 @@ pub async fn start<S: Subscriber>(
 
 /// `<prefix>.*.*.<name>` for every handled name.
 pub(crate) fn filter_subjects<E: EventSet>(prefix: &str) -> Vec<String> {
-    E::NAMES
+    E::known_names()
         .iter()
         .map(|name| format!("{prefix}.*.*.{name}"))
         .collect()
@@ -369,6 +378,8 @@ struct Dispatcher<S: Subscriber> {
     stop: watch::Receiver<bool>,
     /// Tells the workers to drain.
     drain: watch::Sender<bool>,
+    /// Rounds of completions the completion log stored, to be acked.
+    stored: Option<mpsc::UnboundedReceiver<Vec<Completion>>>,
 }
 
 /// Per-aggregate queues in front of a fixed pool of `concurrency` workers. An aggregate with a
@@ -378,6 +389,8 @@ struct Router {
     queues: HashMap<String, VecDeque<Delivery>>,
     /// Every message handed out and not completed, for in-progress acks.
     outstanding: HashMap<(Source, u64), Subject>,
+    /// Messages sent to the workers and not reported done yet.
+    in_flight: usize,
     work: Option<mpsc::UnboundedSender<Delivery>>,
 }
 
@@ -396,6 +409,7 @@ impl Router {
 
     fn done(&mut self, done: Done) {
         self.outstanding.remove(&(done.source, done.seq));
+        self.in_flight -= 1;
         if self.work.is_none() {
             // Draining: what waits stays queued, to be nak'ed in order.
             return;
@@ -416,7 +430,9 @@ impl Router {
         if let Some(work) = &self.work {
             // The workers live as long as the sender; a failed send means they are gone, and
             // the message comes back after the ack wait.
-            let _ = work.send(d);
+            if work.send(d).is_ok() {
+                self.in_flight += 1;
+            }
         }
     }
 
@@ -430,6 +446,21 @@ struct Done {
     key: String,
     source: Source,
     seq: u64,
+}
+
+/// A handled message waiting for its completion to be stored before its ack and report.
+pub(crate) struct Completion {
+    msg: Message,
+    report: Done,
+}
+
+async fn next_round(
+    stored: &mut Option<mpsc::UnboundedReceiver<Vec<Completion>>>,
+) -> Option<Vec<Completion>> {
+    match stored {
+        Some(stored) => stored.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_message(
@@ -480,16 +511,17 @@ impl<S: Subscriber> Dispatcher<S> {
         let mut shutdown = self.stop.clone();
         let mut held: Vec<Delivery> = Vec::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut stored = self.stored.take();
         let (work_tx, work_rx) = mpsc::unbounded_channel::<Delivery>();
         let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
         let mut workers = JoinSet::new();
         for _ in 0..config.concurrency {
             workers.spawn(worker(shared.clone(), work_rx.clone(), done_tx.clone()));
         }
-        drop(done_tx);
         let mut router = Router {
             queues: HashMap::new(),
             outstanding: HashMap::new(),
+            in_flight: 0,
             work: Some(work_tx),
         };
         let mut events_msgs = self.open(&self.events).await;
@@ -544,6 +576,9 @@ impl<S: Subscriber> Dispatcher<S> {
                     None => redrive_msgs = None,
                 },
                 Some(done) = done_rx.recv() => router.done(done),
+                Some(round) = next_round(&mut stored) => {
+                    acked(&shared, round, &mut router, &done_tx).await;
+                }
                 _ = tick.tick() => {
                     if events_msgs.is_none() {
                         match ensure_consumer(&self.events_stream, config, self.filters.clone(), None).await {
@@ -601,8 +636,18 @@ impl<S: Subscriber> Dispatcher<S> {
             }
         }
         // Completions waiting for their group commit report once they are acked.
-        while let Some(done) = done_rx.recv().await {
-            router.done(done);
+        while router.in_flight > 0 {
+            tokio::select! {
+                Some(done) = done_rx.recv() => router.done(done),
+                round = next_round(&mut stored) => match round {
+                    Some(round) => acked(&shared, round, &mut router, &done_tx).await,
+                    None => {
+                        // Their messages come back after the ack wait.
+                        tracing::error!("the completion log writer is gone");
+                        break;
+                    }
+                },
+            }
         }
         let mut rest: Vec<Delivery> = held.drain(..).chain(router.waiting()).collect();
         rest.sort_by_key(|d| (d.source == Source::Redrive, d.seq));
@@ -717,21 +762,55 @@ async fn worker<S: Subscriber>(
         };
         if shared.stopping() {
             nak(&d.msg).await;
-        } else if let Some((stored, msg)) = process(&shared, d).await {
-            // The ack waits for the group commit of the completion; the worker moves on, and
-            // the aggregate stays busy until the report arrives.
-            let shared = shared.clone();
-            let done = done.clone();
-            tokio::spawn(async move {
-                if stored.await.is_err() {
-                    tracing::error!("the completion log writer is gone; acking anyway");
-                }
-                ack(&shared, &msg).await;
-                let _ = done.send(report);
-            });
+        } else if let Some((id, msg)) = process(&shared, d).await {
+            // The ack waits for the group commit of the completion: the completion log hands
+            // it back to the dispatcher with its round. The worker moves on; the aggregate
+            // stays busy until then.
+            let completion = Completion { msg, report };
+            let Some(log) = &shared.done else {
+                unreachable!("only the completion log defers acks")
+            };
+            if let Err(completion) = log.complete(id, completion) {
+                tracing::error!("the completion log writer is gone; acking anyway");
+                ack(&shared, &completion.msg).await;
+                let _ = done.send(completion.report);
+            }
             continue;
         }
         let _ = done.send(report);
+    }
+}
+
+/// Acks a round of completions the completion log stored and reports them done. Fast acks
+/// only queue a publish, so the dispatcher sends them itself; confirmed acks wait for the
+/// server, so a task sends those and reports through `done_tx`.
+async fn acked<S: Subscriber>(
+    shared: &Arc<Shared<S>>,
+    round: Vec<Completion>,
+    router: &mut Router,
+    done_tx: &mpsc::UnboundedSender<Done>,
+) {
+    match shared.config.ack_mode {
+        AckMode::Fast => {
+            for Completion { msg, report } in round {
+                ack(shared, &msg).await;
+                router.done(report);
+            }
+        }
+        AckMode::Confirmed => {
+            let shared = shared.clone();
+            let done_tx = done_tx.clone();
+            tokio::spawn(async move {
+                let acks = round.into_iter().map(|Completion { msg, report }| {
+                    let (shared, done_tx) = (&shared, &done_tx);
+                    async move {
+                        ack(shared, &msg).await;
+                        let _ = done_tx.send(report);
+                    }
+                });
+                futures::future::join_all(acks).await;
+            });
+        }
     }
 }
 
@@ -815,8 +894,8 @@ async fn pause<S: Subscriber>(shared: &Shared<S>, delay: Duration) -> bool {
     }
 }
 
-/// A completion whose ack waits for the completion log.
-type Deferred = (tokio::sync::oneshot::Receiver<()>, Message);
+/// A completed event whose ack waits for the completion log.
+type Deferred = (uuid::Uuid, Message);
 
 /// Handles one message to the end (acked, nak'ed or dead-lettered), or returns the ack still
 /// to send once its completion is stored.
@@ -900,8 +979,8 @@ async fn process<S: Subscriber>(shared: &Shared<S>, d: Delivery) -> Option<Defer
         match handled {
             Ok(()) => {
                 bump(&shared.counters.handled);
-                if let Some(done) = &shared.done {
-                    return Some((done.complete(stored.id), d.msg));
+                if shared.done.is_some() {
+                    return Some((stored.id, d.msg));
                 }
                 ack(shared, &d.msg).await;
                 return None;

@@ -1,0 +1,26 @@
+use jetsource::subscriber::{EventContext, HandlerError};
+use jetsource::Event;
+use serde::{Deserialize, Serialize};
+
+#[derive(Event, Serialize, Deserialize)]
+#[event(name = "opened", version = 1)]
+struct Opened {
+    owner: String,
+}
+
+struct Balances;
+
+#[jetsource::subscriber(durable = "balances")]
+impl Balances {
+    async fn on_opened(
+        &self,
+        _: Opened,
+        _: &EventContext,
+        retries: u32,
+    ) -> Result<(), HandlerError> {
+        let _ = retries;
+        Ok(())
+    }
+}
+
+fn main() {}
