@@ -1,8 +1,14 @@
 //! Raw async-nats against jetsource on one spawned nats-server, in the same run:
-//! OCC appends from 100 aggregates in parallel, 10-event commands (atomic batch, one message
+//! OCC appends from 100 aggregates in parallel, commands (load + decide + append through a
+//! cached `Repository`) on 100 warm aggregates, 10-event commands (atomic batch, one message
 //! carrying the commit, jetsource), and loading a 1,000-event aggregate with and without a
 //! snapshot. Run with `cargo bench --bench jetstream`; prints each jetsource/raw ratio.
+//!
+//! Throughput workloads run in several rounds, raw and jetsource alternating, and report the
+//! median round, so a noisy moment of the machine does not land on one side only.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -11,15 +17,42 @@ use bytes::Bytes;
 use futures::StreamExt;
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{
-    AggregateId, AggregateKey, Codec, EventStore, ExpectedVersion, JetStreamConnectOptions,
-    JetStreamStore, NewEvent, Snapshot, StreamConfig,
+    Aggregate, AggregateId, AggregateKey, Apply, Codec, Event, EventSet, EventStore,
+    ExpectedVersion, JetStreamConnectOptions, JetStreamStore, NewEvent, Repository, Snapshot,
+    StreamConfig,
 };
+use serde::{Deserialize, Serialize};
 
 const AGGREGATES: usize = 100;
 const APPENDS_PER_AGGREGATE: usize = 50;
 const COMMANDS_PER_AGGREGATE: usize = 10;
 const LOAD_EVENTS: usize = 1000;
 const LOAD_ROUNDS: usize = 20;
+/// Rounds of each throughput workload (median reported).
+const ROUNDS: usize = 5;
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "deposited", version = 1)]
+struct Deposited {
+    amount: u64,
+}
+
+#[derive(EventSet, Debug, Clone, PartialEq)]
+enum AccountEvent {
+    Deposited(Deposited),
+}
+
+#[derive(Aggregate, Default, Debug, Clone)]
+#[aggregate(name = "acct", events = AccountEvent)]
+struct Account {
+    balance: u64,
+}
+
+impl Apply<Deposited> for Account {
+    fn apply(&mut self, event: Deposited) {
+        self.balance += event.amount;
+    }
+}
 
 fn payload() -> Bytes {
     Bytes::from_static(br#"{"amount":100,"currency":"EUR","note":"benchmark"}"#)
@@ -51,6 +84,23 @@ fn occ_headers(wildcard: &str, last: u64) -> HeaderMap {
     h
 }
 
+/// The OCC headers plus the event metadata jetsource stores with every event (id, name,
+/// version, codec, aggregate version, correlation id, timestamp), built the plain way.
+fn full_headers(wildcard: &str, last: u64, version: u64) -> HeaderMap {
+    let mut h = occ_headers(wildcard, last);
+    h.insert("Jetsource-Event-Id", uuid::Uuid::now_v7().to_string());
+    h.insert("Jetsource-Event-Version", "1");
+    h.insert("Jetsource-Codec", "json");
+    h.insert("Jetsource-Sequence", version.to_string());
+    h.insert("Jetsource-Correlation-Id", "c");
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    h.insert("Jetsource-Timestamp", nanos.to_string());
+    h
+}
+
 async fn publish_raw(
     client: &async_nats::Client,
     subject: String,
@@ -70,20 +120,27 @@ async fn publish_raw(
         .unwrap_or_else(|| panic!("publish failed: {ack}"))
 }
 
-/// Raw: every aggregate appends one event at a time with the OCC headers.
-async fn raw_occ(client: &async_nats::Client, prefix: &str) -> f64 {
+/// Raw: every aggregate appends one event at a time with the OCC headers (`full`: and the
+/// same metadata headers jetsource writes).
+async fn raw_occ(client: &async_nats::Client, prefix: &str, round: usize, full: bool) -> f64 {
     let start = Instant::now();
     let tasks = (0..AGGREGATES).map(|a| {
         let client = client.clone();
         let prefix = prefix.to_owned();
         tokio::spawn(async move {
-            let wildcard = format!("{prefix}.acct.a{a}.*");
+            let id = format!("{}{round}x{a}", if full { "f" } else { "m" });
+            let wildcard = format!("{prefix}.acct.{id}.*");
             let mut last = 0;
-            for _ in 0..APPENDS_PER_AGGREGATE {
+            for v in 1..=APPENDS_PER_AGGREGATE as u64 {
+                let headers = if full {
+                    full_headers(&wildcard, last, v)
+                } else {
+                    occ_headers(&wildcard, last)
+                };
                 last = publish_raw(
                     &client,
-                    format!("{prefix}.acct.a{a}.deposited"),
-                    occ_headers(&wildcard, last),
+                    format!("{prefix}.acct.{id}.deposited"),
+                    headers,
                     payload(),
                 )
                 .await;
@@ -96,12 +153,12 @@ async fn raw_occ(client: &async_nats::Client, prefix: &str) -> f64 {
     (AGGREGATES * APPENDS_PER_AGGREGATE) as f64 / start.elapsed().as_secs_f64()
 }
 
-async fn jetsource_occ(store: &JetStreamStore) -> f64 {
+async fn jetsource_occ(store: &JetStreamStore, round: usize) -> f64 {
     let start = Instant::now();
     let tasks = (0..AGGREGATES).map(|a| {
         let store = store.clone();
         tokio::spawn(async move {
-            let k = key(&format!("a{a}"));
+            let k = key(&format!("a{round}x{a}"));
             for v in 0..APPENDS_PER_AGGREGATE as u64 {
                 store
                     .append(&k, ExpectedVersion::Exact(v), None, vec![new_event()])
@@ -114,6 +171,38 @@ async fn jetsource_occ(store: &JetStreamStore) -> f64 {
         t.await.expect("task");
     }
     (AGGREGATES * APPENDS_PER_AGGREGATE) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Commands through a cached repository on aggregates it has seen: each command decides on
+/// the cached state and appends one event (the cache is revalidated by the append's OCC).
+async fn warm_commands(repo: &Repository<Account, JetStreamStore>, round: usize) -> f64 {
+    let id = |a: usize| format!("w{round}x{a}");
+    // Warm up: one command per aggregate loads it into the repository's cache.
+    for a in 0..AGGREGATES {
+        repo.execute(&id(a), deposit)
+            .await
+            .expect("warm-up command");
+    }
+    let start = Instant::now();
+    let tasks = (0..AGGREGATES).map(|a| {
+        let repo = repo.clone();
+        let id = id(a);
+        tokio::spawn(async move {
+            for _ in 0..APPENDS_PER_AGGREGATE {
+                let done = repo.execute(&id, deposit).await.expect("command");
+                assert_eq!(done.attempts, 1, "a warm command never conflicts here");
+            }
+        })
+    });
+    for t in tasks.collect::<Vec<_>>() {
+        t.await.expect("task");
+    }
+    (AGGREGATES * APPENDS_PER_AGGREGATE) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn deposit(account: &Account) -> Result<Vec<AccountEvent>, std::convert::Infallible> {
+    let amount = if account.balance > 1_000_000 { 1 } else { 100 };
+    Ok(vec![Deposited { amount }.into()])
 }
 
 /// Raw 10-event commands as atomic batches.
@@ -231,12 +320,14 @@ async fn jetsource_commands(store: &JetStreamStore) -> f64 {
     (AGGREGATES * COMMANDS_PER_AGGREGATE * 10) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Raw load through an ordered consumer, deleted afterwards (as a careful raw user would).
+/// Raw load through an async-nats ordered consumer; `delete`: deleted afterwards (as a careful
+/// raw user would), otherwise left to the server's inactivity timeout.
 async fn raw_load_ordered(
     js: &async_nats::jetstream::Context,
     stream: &str,
     filter: &str,
     start_seq: u64,
+    delete: bool,
 ) -> usize {
     let stream = js.get_stream_no_info(stream).await.expect("stream");
     let consumer = stream
@@ -249,6 +340,7 @@ async fn raw_load_ordered(
         })
         .await
         .expect("consumer");
+    let name = consumer.cached_info().name.clone();
     let mut n = 0;
     let mut messages = consumer.messages().await.expect("messages");
     while let Some(m) = messages.next().await {
@@ -257,6 +349,13 @@ async fn raw_load_ordered(
         if m.info().map(|i| i.pending).unwrap_or(0) == 0 {
             break;
         }
+    }
+    drop(messages);
+    if delete {
+        stream
+            .delete_consumer(&name)
+            .await
+            .expect("delete consumer");
     }
     n
 }
@@ -283,6 +382,28 @@ async fn raw_load_direct(
         n += 1;
     }
     n
+}
+
+type Workload<'a> = Box<dyn FnMut(usize) -> Pin<Box<dyn Future<Output = f64> + 'a>> + 'a>;
+
+/// Runs each workload `ROUNDS` times, alternating (each round starts with the next workload,
+/// so none always runs first or on the biggest stream), and returns each one's median result.
+async fn alternate(mut workloads: Vec<Workload<'_>>) -> Vec<f64> {
+    let n = workloads.len();
+    let mut results = vec![Vec::new(); n];
+    for round in 0..ROUNDS {
+        for k in 0..n {
+            let i = (round + k) % n;
+            results[i].push(workloads[i](round).await);
+        }
+    }
+    results
+        .into_iter()
+        .map(|mut r| {
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect()
 }
 
 async fn median<F, Fut>(mut f: F) -> Duration
@@ -339,14 +460,40 @@ async fn main() {
         "nats-server on {}, release build, one run; ratios compare within this run",
         server.url()
     );
-    let raw = raw_occ(&client, "raw").await;
-    let ours = jetsource_occ(&store).await;
+    let repo = Repository::<Account, _>::new(store.clone()).with_cache(10_000);
+    let results = alternate(vec![
+        Box::new(|round| Box::pin(raw_occ(&client, "raw", round, false))),
+        Box::new(|round| Box::pin(raw_occ(&client, "raw", round, true))),
+        Box::new(|round| Box::pin(jetsource_occ(&store, round))),
+        Box::new(|round| Box::pin(warm_commands(&repo, round))),
+    ])
+    .await;
+    let (raw_min, raw_full, ours, commands) = (results[0], results[1], results[2], results[3]);
+    println!("  ({ROUNDS} rounds alternating, medians; raw minimal headers {raw_min:.0} ev/s)");
     ratio(
         "OCC appends, 100 aggregates in parallel (events/s)",
         ours,
-        raw,
+        raw_full,
         "ev/s",
         true,
+    );
+    ratio(
+        "  same, vs raw with only the 3 OCC/name headers",
+        ours,
+        raw_min,
+        "ev/s",
+        true,
+    );
+    ratio(
+        "warm commands (load+decide+append), 100 aggregates, vs raw",
+        commands,
+        raw_full,
+        "cmd/s",
+        true,
+    );
+    println!(
+        "  (warm commands / jetsource appends = {:.2})",
+        commands / ours
     );
 
     let batch = raw_batch(&client, "raw").await;
@@ -387,24 +534,77 @@ async fn main() {
     let events = store.load(&k, 1).await.expect("load");
     assert_eq!(events.len(), LOAD_EVENTS);
     let filter = "js.acct.big.*";
-    let raw_ordered = median(|| raw_load_ordered(&js, "JS", filter, 1)).await;
+    let raw_ordered = median(|| raw_load_ordered(&js, "JS", filter, 1, false)).await;
+    let raw_ordered_deleted = median(|| raw_load_ordered(&js, "JS", filter, 1, true)).await;
     let raw_direct = median(|| raw_load_direct(&client, "JS", filter, 1)).await;
+    // Warm: the store's cache knows the aggregate's version, so it goes straight to a consumer.
     let ours = median(|| async { store.load(&k, 1).await.expect("load").len() }).await;
+    // Cold: a store that never saw the aggregate (one direct-get page, then a consumer).
+    let mut cold_times = Vec::new();
+    for _ in 0..LOAD_ROUNDS {
+        let cold = JetStreamStore::with_client(
+            client.clone(),
+            StreamConfig::new("JS", "js"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("store");
+        let t = Instant::now();
+        assert_eq!(cold.load(&k, 1).await.expect("load").len(), LOAD_EVENTS);
+        cold_times.push(t.elapsed());
+    }
+    cold_times.sort();
+    let ours_cold = cold_times[cold_times.len() / 2];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    ratio(
-        "load 1,000 events vs raw ordered consumer (ms)",
-        ms(ours),
+    let fastest = raw_ordered.min(raw_ordered_deleted).min(raw_direct);
+    println!(
+        "  raw: ordered consumer {:.1} ms (deleted after: {:.1} ms), batched direct get {:.1} ms",
         ms(raw_ordered),
+        ms(raw_ordered_deleted),
+        ms(raw_direct)
+    );
+    ratio(
+        "load 1,000 events, cache warm, vs fastest raw (ms)",
+        ms(ours),
+        ms(fastest),
         "ms",
         false,
     );
     ratio(
-        "load 1,000 events vs raw batched direct get (ms)",
+        "load 1,000 events, cache cold, vs fastest raw (ms)",
+        ms(ours_cold),
+        ms(fastest),
+        "ms",
+        false,
+    );
+    ratio(
+        "load 1,000 events, cache warm, vs raw ordered consumer deleted (ms)",
+        ms(ours),
+        ms(raw_ordered_deleted),
+        "ms",
+        false,
+    );
+    ratio(
+        "load 1,000 events, cache warm, vs raw batched direct get (ms)",
         ms(ours),
         ms(raw_direct),
         "ms",
         false,
     );
+    // The raw ordered consumers that were not deleted time out on the server; jetsource's
+    // are deleted by the load itself.
+    let mut names = js
+        .get_stream_no_info("JS")
+        .await
+        .expect("stream")
+        .consumer_names();
+    let mut left = 0;
+    while let Some(name) = names.next().await {
+        if name.expect("consumer name").starts_with("jetsource-load-") {
+            left += 1;
+        }
+    }
+    println!("  (jetsource load consumers left on the server: {left})");
 
     // With a snapshot at version 990: read the snapshot, then the 10 later events.
     let at = &events[LOAD_EVENTS - 11];

@@ -1,12 +1,13 @@
 //! Publishing a command's events: one message for one event, one atomic batch for several,
 //! always guarded by the aggregate's last stream sequence.
 
+use async_nats::header::HeaderValue;
 use async_nats::HeaderMap;
 use serde::Deserialize;
 
 use super::error::JetStreamError;
 use super::headers;
-use crate::store::{NewEvent, StoreError};
+use crate::store::{AggregateKey, NewEvent, StoreError};
 
 /// JetStream error codes that mean "another writer got there first".
 pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
@@ -81,38 +82,61 @@ pub(crate) struct Outgoing {
     pub payload: bytes::Bytes,
 }
 
-/// Builds the messages of a commit: event headers, dedupe id, and the OCC guard on the first.
+/// What every message of one commit shares: where it goes, the OCC guard, the command id.
+pub(crate) struct Guard<'a> {
+    /// `<prefix>.<type>.<id>`.
+    pub subject_stem: &'a str,
+    /// `<prefix>.<type>.<id>.*`.
+    pub wildcard: &'a str,
+    /// Stream sequence of the aggregate's last event (0: none).
+    pub expected_last_seq: u64,
+    pub command_id: Option<&'a str>,
+    pub key: &'a AggregateKey,
+}
+
+/// Builds message `index` of a commit: event headers, dedupe id, and the OCC guard on the first.
+pub(crate) fn message(
+    guard: &Guard<'_>,
+    event: &NewEvent,
+    index: usize,
+    sequence: u64,
+) -> Outgoing {
+    let mut hdrs = headers::encode(event, sequence, guard.command_id);
+    if index == 0 {
+        hdrs.insert(
+            headers::name::EXPECTED_SUBJECT_SEQ,
+            HeaderValue::from(guard.expected_last_seq),
+        );
+        hdrs.insert(headers::name::EXPECTED_SUBJECT_SEQ_SUBJECT, guard.wildcard);
+    }
+    if let Some(command) = guard.command_id {
+        let key = guard.key;
+        hdrs.insert(
+            headers::name::MSG_ID,
+            format!("{}.{}:{command}:{index}", key.aggregate_type, key.id).as_str(),
+        );
+    }
+    let mut subject = String::with_capacity(guard.subject_stem.len() + 1 + event.name.len());
+    subject.push_str(guard.subject_stem);
+    subject.push('.');
+    subject.push_str(event.name);
+    Outgoing {
+        subject,
+        headers: hdrs,
+        payload: event.payload.clone(),
+    }
+}
+
+/// Builds the messages of a commit, the first event at aggregate version `first_sequence`.
 pub(crate) fn messages(
-    subject_stem: &str,
-    wildcard: &str,
+    guard: &Guard<'_>,
     events: &[NewEvent],
     first_sequence: u64,
-    expected_last_seq: u64,
-    command_id: Option<&str>,
-    msg_id_stem: &str,
 ) -> Vec<Outgoing> {
     events
         .iter()
         .enumerate()
-        .map(|(i, event)| {
-            let sequence = first_sequence + i as u64;
-            let mut hdrs = headers::encode(event, sequence, command_id);
-            if i == 0 {
-                hdrs.insert(headers::EXPECTED_SUBJECT_SEQ, expected_last_seq.to_string());
-                hdrs.insert(headers::EXPECTED_SUBJECT_SEQ_SUBJECT, wildcard);
-            }
-            if let Some(command) = command_id {
-                hdrs.insert(
-                    headers::MSG_ID,
-                    format!("{msg_id_stem}:{command}:{i}").as_str(),
-                );
-            }
-            Outgoing {
-                subject: format!("{subject_stem}.{}", event.name),
-                headers: hdrs,
-                payload: event.payload.clone(),
-            }
-        })
+        .map(|(i, event)| message(guard, event, i, first_sequence + i as u64))
         .collect()
 }
 
@@ -183,13 +207,15 @@ pub(crate) async fn batch(
     let count = messages.len();
     let mut result = Published::Conflict;
     for (i, mut message) in messages.into_iter().enumerate() {
-        message.headers.insert(headers::BATCH_ID, batch_id.as_str());
         message
             .headers
-            .insert(headers::BATCH_SEQ, (i + 1).to_string());
+            .insert(headers::name::BATCH_ID, batch_id.as_str());
+        message
+            .headers
+            .insert(headers::name::BATCH_SEQ, HeaderValue::from(i + 1));
         let last = i + 1 == count;
         if last {
-            message.headers.insert(headers::BATCH_COMMIT, "1");
+            message.headers.insert(headers::name::BATCH_COMMIT, "1");
             result = single(client, message).await?;
         } else if i == 0 {
             // The server answers the opening message with an empty ack, or an error (for

@@ -102,6 +102,33 @@ impl AggregateState {
     }
 }
 
+/// The part of an [`AggregateState`] an append needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    /// The aggregate's version.
+    pub version: u64,
+    /// Stream sequence of its last event (0: none).
+    pub last_seq: u64,
+    /// The first outcome of the append's command id, if it ran before.
+    pub prior: Option<AppendOutcome>,
+}
+
+impl AggregateState {
+    /// What an append with `command_id` needs, or `None` when the command ids are unknown.
+    pub fn head(&self, command_id: Option<&str>) -> Option<Head> {
+        let prior = match (command_id, &self.commands) {
+            (None, _) => None,
+            (Some(_), None) => return None,
+            (Some(command), Some(commands)) => commands.get(command).copied(),
+        };
+        Some(Head {
+            version: self.version,
+            last_seq: self.last_seq,
+            prior,
+        })
+    }
+}
+
 /// The bounded cache.
 pub(crate) struct Cache {
     capacity: usize,
@@ -121,8 +148,58 @@ impl Cache {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn get(&self, key: &AggregateKey) -> Option<AggregateState> {
-        self.lock().get(key).cloned()
+    /// What an append needs to know about `key`, copied out under the lock (never the whole
+    /// state): `None` when the aggregate is not cached, or when `command_id` is given and the
+    /// aggregate's command ids are not known.
+    pub fn head(&self, key: &AggregateKey, command_id: Option<&str>) -> Option<Head> {
+        self.lock().get(key)?.head(command_id)
+    }
+
+    /// The stream sequence of `key`'s event `version`, if the cache knows it.
+    pub fn position_of(&self, key: &AggregateKey, version: u64) -> Option<u64> {
+        self.lock().get(key)?.position_of(version)
+    }
+
+    /// Records an append made on top of version `before`, in place. An entry that moved on
+    /// meanwhile is left alone; a missing one restarts with unknown command ids.
+    pub fn appended(
+        &self,
+        key: &AggregateKey,
+        before: u64,
+        outcome: AppendOutcome,
+        command_id: Option<&str>,
+    ) {
+        {
+            let mut map = self.lock();
+            match map.get_mut(key) {
+                Some(state) if state.version == before => {
+                    state.appended(outcome, command_id);
+                    return;
+                }
+                Some(_) => return,
+                None => {}
+            }
+        }
+        let mut state = AggregateState::default();
+        state.remember(outcome.last_sequence, outcome.last_position);
+        self.put(key, state);
+    }
+
+    /// Records events read from version `from` on, in place when the entry ends right before
+    /// them; otherwise they start a new entry (with unknown command ids).
+    pub fn extend(&self, key: &AggregateKey, from: u64, events: &[StoredEvent]) {
+        {
+            let mut map = self.lock();
+            if let Some(state) = map.get_mut(key) {
+                if state.version + 1 == from {
+                    state.extend(events);
+                    return;
+                }
+            }
+        }
+        let mut state = AggregateState::default();
+        state.extend(events);
+        self.put(key, state);
     }
 
     /// Stores `state` unless a newer one is there already.
@@ -147,4 +224,29 @@ impl Cache {
     pub fn remove(&self, key: &AggregateKey) {
         self.lock().remove(key);
     }
+}
+
+/// The first outcome of `command` in an aggregate's history, by reading it.
+pub(crate) fn outcome_of(events: &[StoredEvent], command: &str) -> Option<AppendOutcome> {
+    let mut found: Option<AppendOutcome> = None;
+    for event in events
+        .iter()
+        .filter(|e| e.command_id.as_deref() == Some(command))
+    {
+        match &mut found {
+            Some(outcome) => {
+                outcome.last_sequence = event.sequence;
+                outcome.last_position = event.position;
+            }
+            None => {
+                found = Some(AppendOutcome {
+                    first_sequence: event.sequence,
+                    last_sequence: event.sequence,
+                    last_position: event.position,
+                    duplicate: false,
+                })
+            }
+        }
+    }
+    found
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, UNIX_EPOCH};
 
+use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use uuid::Uuid;
@@ -32,9 +33,42 @@ pub(crate) const BATCH_ID: &str = "Nats-Batch-Id";
 pub(crate) const BATCH_SEQ: &str = "Nats-Batch-Sequence";
 pub(crate) const BATCH_COMMIT: &str = "Nats-Batch-Commit";
 
+/// The same names as [`HeaderName`]s built at compile time: inserting or looking them up
+/// allocates nothing (a `&str` name is copied into a new buffer on every call).
+pub(crate) mod name {
+    use super::HeaderName;
+
+    pub(crate) const EVENT_ID: HeaderName = HeaderName::from_static(super::EVENT_ID);
+    pub(crate) const EVENT_NAME: HeaderName = HeaderName::from_static(super::EVENT_NAME);
+    pub(crate) const EVENT_VERSION: HeaderName = HeaderName::from_static(super::EVENT_VERSION);
+    pub(crate) const CODEC: HeaderName = HeaderName::from_static(super::CODEC);
+    pub(crate) const SEQUENCE: HeaderName = HeaderName::from_static(super::SEQUENCE);
+    pub(crate) const CORRELATION: HeaderName = HeaderName::from_static(super::CORRELATION);
+    pub(crate) const CAUSATION: HeaderName = HeaderName::from_static(super::CAUSATION);
+    pub(crate) const COMMAND: HeaderName = HeaderName::from_static(super::COMMAND);
+    pub(crate) const TIMESTAMP: HeaderName = HeaderName::from_static(super::TIMESTAMP);
+    pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static(super::TRACEPARENT);
+    pub(crate) const MSG_ID: HeaderName = HeaderName::from_static(super::MSG_ID);
+    pub(crate) const EXPECTED_SUBJECT_SEQ: HeaderName =
+        HeaderName::from_static(super::EXPECTED_SUBJECT_SEQ);
+    pub(crate) const EXPECTED_SUBJECT_SEQ_SUBJECT: HeaderName =
+        HeaderName::from_static(super::EXPECTED_SUBJECT_SEQ_SUBJECT);
+    pub(crate) const BATCH_ID: HeaderName = HeaderName::from_static(super::BATCH_ID);
+    pub(crate) const BATCH_SEQ: HeaderName = HeaderName::from_static(super::BATCH_SEQ);
+    pub(crate) const BATCH_COMMIT: HeaderName = HeaderName::from_static(super::BATCH_COMMIT);
+    /// Set by the server on direct-get replies.
+    pub(crate) const NATS_SEQUENCE: HeaderName = HeaderName::from_static("Nats-Sequence");
+    pub(crate) const NATS_SUBJECT: HeaderName = HeaderName::from_static("Nats-Subject");
+    pub(crate) const NATS_NUM_PENDING: HeaderName = HeaderName::from_static("Nats-Num-Pending");
+}
+
+fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
+}
+
 /// Checks a value that goes into a header: no CR, LF or other control characters.
 pub(crate) fn check_value(what: &str, value: &str) -> Result<(), JetStreamError> {
-    if value.chars().any(|c| c.is_control()) {
+    if has_control(value) {
         return Err(JetStreamError::InvalidInput {
             what: what.to_owned(),
             reason: format!("{value:?} contains a control character"),
@@ -55,7 +89,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), JetStreamError> {
 }
 
 /// Validates an event's metadata before anything is sent.
-pub(crate) fn validate(event: &NewEvent, command_id: Option<&str>) -> Result<(), JetStreamError> {
+pub(crate) fn validate(event: &NewEvent) -> Result<(), JetStreamError> {
     crate::id::validate_token(event.name).map_err(|e| JetStreamError::InvalidInput {
         what: format!("event name {:?}", event.name),
         reason: e.to_string(),
@@ -64,12 +98,11 @@ pub(crate) fn validate(event: &NewEvent, command_id: Option<&str>) -> Result<(),
     if let Some(causation) = &event.causation_id {
         check_value("causation id", causation)?;
     }
-    if let Some(command) = command_id {
-        check_value("command id", command)?;
-    }
     for (name, value) in &event.headers {
         check_name(name)?;
-        check_value(&format!("user header {name:?}"), value)?;
+        if has_control(value) {
+            check_value(&format!("user header {name:?}"), value)?;
+        }
     }
     event
         .timestamp
@@ -84,34 +117,41 @@ pub(crate) fn validate(event: &NewEvent, command_id: Option<&str>) -> Result<(),
 /// The headers of one event message (without NATS control headers). Call [`validate`] first.
 pub(crate) fn encode(event: &NewEvent, sequence: u64, command_id: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(EVENT_ID, event.id.to_string());
-    headers.insert(EVENT_NAME, event.name);
-    headers.insert(EVENT_VERSION, event.version.to_string());
-    headers.insert(CODEC, event.codec.as_str());
-    headers.insert(SEQUENCE, sequence.to_string());
-    headers.insert(CORRELATION, event.correlation_id.as_str());
+    let mut id = Uuid::encode_buffer();
+    headers.insert(
+        name::EVENT_ID,
+        &*event.id.hyphenated().encode_lower(&mut id),
+    );
+    headers.insert(name::EVENT_NAME, event.name);
+    headers.insert(name::EVENT_VERSION, HeaderValue::from(event.version));
+    headers.insert(name::CODEC, event.codec.as_str());
+    headers.insert(name::SEQUENCE, HeaderValue::from(sequence));
+    headers.insert(name::CORRELATION, event.correlation_id.as_str());
     if let Some(causation) = &event.causation_id {
-        headers.insert(CAUSATION, causation.as_str());
+        headers.insert(name::CAUSATION, causation.as_str());
     }
     if let Some(command) = command_id {
-        headers.insert(COMMAND, command);
+        headers.insert(name::COMMAND, command);
     }
     let nanos = event
         .timestamp
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos();
-    headers.insert(TIMESTAMP, nanos.to_string());
-    for (name, value) in &event.headers {
-        headers.insert(format!("{USER_PREFIX}{name}").as_str(), value.as_str());
-        if name.eq_ignore_ascii_case(TRACEPARENT) {
-            headers.insert(TRACEPARENT, value.as_str());
+    headers.insert(
+        name::TIMESTAMP,
+        HeaderValue::from(u64::try_from(nanos).unwrap_or(u64::MAX)),
+    );
+    for (user, value) in &event.headers {
+        headers.insert(format!("{USER_PREFIX}{user}").as_str(), value.as_str());
+        if user.eq_ignore_ascii_case(TRACEPARENT) {
+            headers.insert(name::TRACEPARENT, value.as_str());
         }
     }
     headers
 }
 
-fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn get(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).map(|v| v.as_str())
 }
 
@@ -133,20 +173,21 @@ pub(crate) fn decode(
             "subject tail {subject_rest:?} is not <type>.<id>.<event>"
         )));
     };
-    let required =
-        |name: &str| get(headers, name).ok_or_else(|| corrupt(format!("header {name} is missing")));
-    let id = Uuid::parse_str(required(EVENT_ID)?)
+    let required = |name: HeaderName| {
+        get(headers, name.clone()).ok_or_else(|| corrupt(format!("header {name} is missing")))
+    };
+    let id = Uuid::parse_str(required(name::EVENT_ID)?)
         .map_err(|e| corrupt(format!("header {EVENT_ID}: {e}")))?;
-    let version = required(EVENT_VERSION)?
+    let version = required(name::EVENT_VERSION)?
         .parse::<u32>()
         .map_err(|e| corrupt(format!("header {EVENT_VERSION}: {e}")))?;
-    let codec_name = required(CODEC)?;
+    let codec_name = required(name::CODEC)?;
     let codec =
         Codec::parse(codec_name).ok_or_else(|| corrupt(format!("unknown codec {codec_name:?}")))?;
-    let sequence = required(SEQUENCE)?
+    let sequence = required(name::SEQUENCE)?
         .parse::<u64>()
         .map_err(|e| corrupt(format!("header {SEQUENCE}: {e}")))?;
-    let nanos = required(TIMESTAMP)?
+    let nanos = required(name::TIMESTAMP)?
         .parse::<u64>()
         .map_err(|e| corrupt(format!("header {TIMESTAMP}: {e}")))?;
     let mut user = BTreeMap::new();
@@ -164,14 +205,14 @@ pub(crate) fn decode(
         aggregate_id: aggregate_id.to_owned(),
         sequence,
         position,
-        name: required(EVENT_NAME)?.to_owned(),
+        name: required(name::EVENT_NAME)?.to_owned(),
         version,
         codec,
         payload,
         timestamp: UNIX_EPOCH + Duration::from_nanos(nanos),
-        correlation_id: required(CORRELATION)?.to_owned(),
-        causation_id: get(headers, CAUSATION).map(str::to_owned),
-        command_id: get(headers, COMMAND).map(str::to_owned),
+        correlation_id: required(name::CORRELATION)?.to_owned(),
+        causation_id: get(headers, name::CAUSATION).map(str::to_owned),
+        command_id: get(headers, name::COMMAND).map(str::to_owned),
         headers: user,
     })
 }

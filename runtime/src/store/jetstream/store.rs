@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 
 use super::append::{self, Published};
-use super::cache::{AggregateState, Cache};
+use super::cache::{self, AggregateState, Cache, Head};
 use super::config::StreamConfig;
 use super::connect::ConnectOptions;
 use super::error::JetStreamError;
@@ -141,11 +141,24 @@ impl JetStreamStore {
         &self.inner.client
     }
 
+    /// `<prefix>.<type>.<id>`.
     fn stem(&self, key: &AggregateKey) -> String {
-        format!(
-            "{}.{}.{}",
-            self.inner.config.prefix, key.aggregate_type, key.id
-        )
+        let prefix = &self.inner.config.prefix;
+        let (ty, id) = (key.aggregate_type, key.id.as_str());
+        let mut stem = String::with_capacity(prefix.len() + ty.len() + id.len() + 4);
+        stem.push_str(prefix);
+        stem.push('.');
+        stem.push_str(ty);
+        stem.push('.');
+        stem.push_str(id);
+        stem
+    }
+
+    /// `<prefix>.<type>.<id>.*`: all events of the aggregate.
+    fn wildcard(&self, key: &AggregateKey) -> String {
+        let mut wildcard = self.stem(key);
+        wildcard.push_str(".*");
+        wildcard
     }
 
     fn check_key(key: &AggregateKey) -> Result<(), JetStreamError> {
@@ -162,29 +175,40 @@ impl JetStreamStore {
         limit: usize,
         keep: impl Fn(&StoredEvent) -> bool,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let reader = load::Reader {
+        load::read(&self.reader(), filter, start_seq, limit, keep).await
+    }
+
+    fn reader(&self) -> load::Reader<'_> {
+        load::Reader {
             client: &self.inner.client,
+            handle: &self.inner.stream,
             stream: &self.inner.config.name,
             prefix_len: self.inner.config.prefix.len(),
             timeout: self.inner.timeout,
-        };
-        load::read(&reader, filter, start_seq, limit, keep).await
+        }
     }
 
-    /// The aggregate's whole history, and the state it implies (cached).
-    async fn scan(&self, key: &AggregateKey) -> Result<AggregateState, StoreError> {
+    /// The aggregate's whole history: caches the state it implies, and returns what an append
+    /// with `command_id` needs (the command's first outcome is found even when the aggregate has
+    /// too many command ids to cache).
+    async fn scan(&self, key: &AggregateKey, command_id: Option<&str>) -> Result<Head, StoreError> {
         let events = self
-            .read(&format!("{}.*", self.stem(key)), 1, usize::MAX, |_| true)
+            .read(&self.wildcard(key), 1, usize::MAX, |_| true)
             .await?;
         let state = AggregateState::from_history(&events);
-        self.inner.cache.put(key, state.clone());
-        Ok(state)
+        let head = state.head(command_id).unwrap_or(Head {
+            version: state.version,
+            last_seq: state.last_seq,
+            prior: command_id.and_then(|command| cache::outcome_of(&events, command)),
+        });
+        self.inner.cache.put(key, state);
+        Ok(head)
     }
 
     /// The aggregate's version and last sequence, read through the stream leader.
     async fn last(&self, key: &AggregateKey) -> Result<AggregateState, StoreError> {
         use jetstream::stream::LastRawMessageErrorKind;
-        let wildcard = format!("{}.*", self.stem(key));
+        let wildcard = self.wildcard(key);
         match self
             .inner
             .stream
@@ -213,19 +237,24 @@ impl JetStreamStore {
         }
     }
 
-    /// Current state from the server, with command ids when `need_commands`.
+    /// Current state from the server, with the command's first outcome when `command_id` is
+    /// given.
     async fn fresh(
         &self,
         key: &AggregateKey,
-        need_commands: bool,
-    ) -> Result<AggregateState, StoreError> {
-        if need_commands {
-            self.scan(key).await
-        } else {
-            let state = self.last(key).await?;
-            self.inner.cache.put(key, state.clone());
-            Ok(state)
+        command_id: Option<&str>,
+    ) -> Result<Head, StoreError> {
+        if command_id.is_some() {
+            return self.scan(key, command_id).await;
         }
+        let state = self.last(key).await?;
+        let head = Head {
+            version: state.version,
+            last_seq: state.last_seq,
+            prior: None,
+        };
+        self.inner.cache.put(key, state);
+        Ok(head)
     }
 
     /// Publishes an atomic batch, waiting for a free batch slot, and retrying while the
@@ -266,27 +295,23 @@ impl JetStreamStore {
             headers::check_value("command id", command)?;
         }
         for event in &events {
-            headers::validate(event, command_id)?;
+            headers::validate(event)?;
         }
-        let need_commands = command_id.is_some();
         let stem = self.stem(key);
         let wildcard = format!("{stem}.*");
-        let msg_id_stem = format!("{}.{}", key.aggregate_type, key.id);
-        let cached = self.inner.cache.get(key);
-        let (mut state, mut is_fresh) = match cached {
-            Some(state) if !need_commands || state.commands.is_some() => (state, false),
-            _ => (self.fresh(key, need_commands).await?, true),
+        // Only what the append needs is copied out of the cache, never the whole state.
+        let (mut head, mut is_fresh) = match self.inner.cache.head(key, command_id) {
+            Some(head) => (head, false),
+            None => (self.fresh(key, command_id).await?, true),
         };
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            if let (Some(command), Some(commands)) = (command_id, &state.commands) {
-                if let Some(first) = commands.get(command) {
-                    return Ok(AppendOutcome {
-                        duplicate: true,
-                        ..*first
-                    });
-                }
+            if let Some(first) = head.prior {
+                return Ok(AppendOutcome {
+                    duplicate: true,
+                    ..first
+                });
             }
             if events.is_empty() {
                 return Err(StoreError::EmptyAppend(key.clone()));
@@ -294,37 +319,36 @@ impl JetStreamStore {
             if let ExpectedVersion::Exact(v) = expected {
                 // The cache is never ahead of the stream (versions only grow), so a cached
                 // version above `v` is a certain conflict; one below may be stale.
-                if v != state.version {
-                    if !is_fresh && state.version < v {
-                        state = self.fresh(key, need_commands).await?;
+                if v != head.version {
+                    if !is_fresh && head.version < v {
+                        head = self.fresh(key, command_id).await?;
                         is_fresh = true;
                         continue;
                     }
                     return Err(StoreError::Conflict {
                         aggregate: key.clone(),
                         expected: v,
-                        actual: state.version,
+                        actual: head.version,
                     });
                 }
             }
-            let first_sequence = state.version + 1;
-            let messages = append::messages(
-                &stem,
-                &wildcard,
-                &events,
-                first_sequence,
-                state.last_seq,
+            let first_sequence = head.version + 1;
+            let guard = append::Guard {
+                subject_stem: &stem,
+                wildcard: &wildcard,
+                expected_last_seq: head.last_seq,
                 command_id,
-                &msg_id_stem,
-            );
-            let published = if messages.len() == 1 {
-                let mut messages = messages;
-                match messages.pop() {
-                    Some(message) => append::single(&self.inner.client, message).await,
-                    None => return Err(StoreError::EmptyAppend(key.clone())),
-                }
+                key,
+            };
+            let published = if events.len() == 1 {
+                append::single(
+                    &self.inner.client,
+                    append::message(&guard, &events[0], 0, first_sequence),
+                )
+                .await
             } else {
-                self.publish_batch(messages).await
+                self.publish_batch(append::messages(&guard, &events, first_sequence))
+                    .await
             };
             let published = match published {
                 Ok(published) => published,
@@ -332,16 +356,15 @@ impl JetStreamStore {
                     // The outcome is unknown (timeout, lost connection, rejected batch): forget
                     // what we knew, and for an idempotent command look whether it landed.
                     self.inner.cache.remove(key);
-                    if let Some(command) = command_id {
-                        if let Ok(scanned) = self.scan(key).await {
-                            if let Some(first) =
-                                scanned.commands.as_ref().and_then(|c| c.get(command))
-                            {
-                                return Ok(AppendOutcome {
-                                    duplicate: true,
-                                    ..*first
-                                });
-                            }
+                    if command_id.is_some() {
+                        if let Ok(Head {
+                            prior: Some(first), ..
+                        }) = self.scan(key, command_id).await
+                        {
+                            return Ok(AppendOutcome {
+                                duplicate: true,
+                                ..first
+                            });
                         }
                     }
                     return Err(error);
@@ -351,18 +374,19 @@ impl JetStreamStore {
                 Published::Stored(last_position) => {
                     let outcome = AppendOutcome {
                         first_sequence,
-                        last_sequence: state.version + events.len() as u64,
+                        last_sequence: head.version + events.len() as u64,
                         last_position,
                         duplicate: false,
                     };
-                    state.appended(outcome, command_id);
-                    self.inner.cache.put(key, state);
+                    self.inner
+                        .cache
+                        .appended(key, head.version, outcome, command_id);
                     return Ok(outcome);
                 }
                 Published::Duplicate | Published::Conflict => {
                     self.inner.cache.remove(key);
                     let was_fresh = is_fresh;
-                    state = self.fresh(key, need_commands).await?;
+                    head = self.fresh(key, command_id).await?;
                     is_fresh = true;
                     let retry = match expected {
                         ExpectedVersion::Any => attempts < ANY_RETRIES,
@@ -371,6 +395,16 @@ impl JetStreamStore {
                         ExpectedVersion::Exact(_) => !was_fresh || attempts < 3,
                     };
                     if !retry {
+                        if let ExpectedVersion::Exact(v) = expected {
+                            // The leader refused although the version it shows is the expected
+                            // one: on a clustered stream (error 10164) another write to the
+                            // aggregate is in flight. That is a conflict like any other.
+                            return Err(StoreError::Conflict {
+                                aggregate: key.clone(),
+                                expected: v,
+                                actual: head.version,
+                            });
+                        }
                         return Err(JetStreamError::Contention {
                             aggregate: key.to_string(),
                             attempts,
@@ -458,14 +492,15 @@ impl EventStore for JetStreamStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         Self::check_key(key)?;
         let from_sequence = from_sequence.max(1);
-        let cached = self.inner.cache.get(key);
+        let cache = &self.inner.cache;
         // Reading on from a version whose position the cache knows: start right after it.
-        let known = cached
-            .as_ref()
-            .and_then(|state| state.position_of(from_sequence - 1));
-        let start = match known {
-            _ if from_sequence == 1 => 1,
-            Some(position) => position + 1,
+        let known = match from_sequence {
+            1 => Some(0),
+            _ => cache.position_of(key, from_sequence - 1),
+        };
+        // Where to start reading, and the aggregate version just before that point.
+        let (start, before) = match known {
+            Some(position) => (position + 1, from_sequence - 1),
             None => {
                 let anchor = self
                     .inner
@@ -475,28 +510,38 @@ impl EventStore for JetStreamStore {
                     .get(key)
                     .copied();
                 match anchor {
-                    Some((version, position)) if version < from_sequence => position + 1,
-                    _ => 1,
+                    Some((version, position)) if version < from_sequence => (position + 1, version),
+                    _ => (1, 0),
                 }
             }
         };
-        let events = self
-            .read(&format!("{}.*", self.stem(key)), start, usize::MAX, |e| {
-                e.sequence >= from_sequence
-            })
-            .await?;
+        // The aggregate's version: from the cache (which may be behind), or else from its last
+        // event (one lookup through the leader, much cheaper than a wrongly chosen read path).
+        let version = match cache.head(key, None) {
+            Some(head) => head.version,
+            None => {
+                let state = self.last(key).await?;
+                let version = state.version;
+                if version < from_sequence {
+                    // Nothing to read; what the lookup showed serves the append that usually
+                    // follows.
+                    cache.put(key, state);
+                    return Ok(Vec::new());
+                }
+                version
+            }
+        };
+        // How many events the read will go through (the path depends on it).
+        let hint = version.saturating_sub(before);
+        let events = load::load(&self.reader(), &self.wildcard(key), start, hint, |e| {
+            e.sequence >= from_sequence
+        })
+        .await?;
         // Remember what the load showed, so the append that usually follows needs no lookup.
         if from_sequence == 1 {
-            self.inner
-                .cache
-                .put(key, AggregateState::from_history(&events));
+            cache.put(key, AggregateState::from_history(&events));
         } else if !events.is_empty() {
-            let mut state = match cached {
-                Some(state) if state.version + 1 == from_sequence => state,
-                _ => AggregateState::default(),
-            };
-            state.extend(&events);
-            self.inner.cache.put(key, state);
+            cache.extend(key, from_sequence, &events);
         }
         Ok(events)
     }
