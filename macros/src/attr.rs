@@ -233,14 +233,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctxt::messages;
     use syn::parse_quote;
-
-    fn messages(cx: Ctxt) -> Vec<String> {
-        match cx.check() {
-            Ok(()) => Vec::new(),
-            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
-        }
-    }
 
     #[test]
     fn slot_reports_duplicates_and_keeps_first() {

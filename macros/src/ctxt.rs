@@ -84,3 +84,12 @@ mod tests {
         assert!(cx.check().is_ok());
     }
 }
+
+/// The messages a checked context collected, for unit tests of the parsing and validation stages.
+#[cfg(test)]
+pub fn messages(cx: Ctxt) -> Vec<String> {
+    match cx.check() {
+        Ok(()) => Vec::new(),
+        Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+    }
+}

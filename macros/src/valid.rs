@@ -478,14 +478,8 @@ fn snapshot_is_complete(cx: &Ctxt, snapshot: &SnapshotAttrs) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctxt::messages;
     use syn::parse_quote;
-
-    fn messages(cx: Ctxt) -> Vec<String> {
-        match cx.check() {
-            Ok(()) => Vec::new(),
-            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
-        }
-    }
 
     fn event_errors(input: DeriveInput) -> Vec<String> {
         let cx = Ctxt::new();

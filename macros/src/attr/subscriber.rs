@@ -144,14 +144,8 @@ fn backoff_value(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<Backof
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ctxt::messages;
     use quote::quote;
-
-    fn messages(cx: Ctxt) -> Vec<String> {
-        match cx.check() {
-            Ok(()) => Vec::new(),
-            Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
-        }
-    }
 
     #[test]
     fn reads_every_key() {
