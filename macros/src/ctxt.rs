@@ -60,6 +60,15 @@ impl Drop for Ctxt {
     }
 }
 
+/// The messages a checked context collected, for unit tests of the parsing and validation stages.
+#[cfg(test)]
+pub fn messages(cx: Ctxt) -> Vec<String> {
+    match cx.check() {
+        Ok(()) => Vec::new(),
+        Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,14 +91,5 @@ mod tests {
     fn no_errors_is_ok() {
         let cx = Ctxt::new();
         assert!(cx.check().is_ok());
-    }
-}
-
-/// The messages a checked context collected, for unit tests of the parsing and validation stages.
-#[cfg(test)]
-pub fn messages(cx: Ctxt) -> Vec<String> {
-    match cx.check() {
-        Ok(()) => Vec::new(),
-        Err(error) => error.into_iter().map(|e| e.to_string()).collect(),
     }
 }
