@@ -176,7 +176,7 @@ mod tests {
         let input: ItemImpl = parse_quote! {
             impl crate::Balances {
                 const LIMIT: u64 = 3;
-                async fn on_opened(&self, e: v2::Opened, ctx: &EventContext) -> R { todo!() }
+                async fn on_opened(&self, e: v2::Opened, ctx: &EventContext) -> R { Ok(()) }
                 fn no_args() {}
             }
         };
