@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{EventStore, ExpectedVersion, InMemoryStore, Snapshot, StoreError};
-use support::{event, events, key};
+use support::{assert_retry_is_duplicate, event, events, key};
 
 /// Runs every check on `store`, which must be empty.
 async fn suite<S: EventStore>(store: S) {
@@ -160,23 +160,7 @@ async fn command_ids_are_idempotent_forever<S: EventStore>(store: &S) {
         ExpectedVersion::Exact(2),
         ExpectedVersion::Any,
     ] {
-        let again = store
-            .append(&k, expected, Some("c1"), events("deposited", 2))
-            .await
-            .unwrap();
-        assert!(again.duplicate, "{expected:?}");
-        assert_eq!(
-            (
-                again.first_sequence,
-                again.last_sequence,
-                again.last_position
-            ),
-            (
-                first.first_sequence,
-                first.last_sequence,
-                first.last_position
-            )
-        );
+        assert_retry_is_duplicate(store, &k, expected, "c1", events("deposited", 2), first).await;
     }
     // Another command id on the same aggregate appends.
     let other = store

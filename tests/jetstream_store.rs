@@ -12,7 +12,7 @@ use jetsource::{
     StoreError,
 };
 use serde::{Deserialize, Serialize};
-use support::{event, events, key};
+use support::{assert_retry_is_duplicate, event, events, key};
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "incremented", version = 1)]
@@ -215,23 +215,7 @@ async fn retries_are_idempotent_inside_and_after_the_dedupe_window() {
         (&late, ExpectedVersion::Exact(3)),
         (&store, ExpectedVersion::Any),
     ] {
-        let again = s
-            .append(&k, expected, Some("cmd-2"), events("deposited", 1))
-            .await
-            .unwrap();
-        assert!(again.duplicate, "{expected:?}");
-        assert_eq!(
-            (
-                again.first_sequence,
-                again.last_sequence,
-                again.last_position
-            ),
-            (
-                single.first_sequence,
-                single.last_sequence,
-                single.last_position
-            )
-        );
+        assert_retry_is_duplicate(s, &k, expected, "cmd-2", events("deposited", 1), single).await;
     }
     let stored = store.load(&k, 1).await.unwrap();
     assert_eq!(stored.len(), 3);

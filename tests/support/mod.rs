@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{
-    AggregateId, AggregateKey, Codec, JetStreamConnectOptions, JetStreamStore, NewEvent,
-    StreamConfig,
+    AggregateId, AggregateKey, AppendOutcome, Codec, EventStore, ExpectedVersion,
+    JetStreamConnectOptions, JetStreamStore, NewEvent, StreamConfig,
 };
 
 /// An event with a JSON payload and some metadata.
@@ -54,4 +54,34 @@ pub async fn store_with(server: &NatsServer, config: StreamConfig) -> JetStreamS
 /// A store on `server` with stream `name`.
 pub async fn store(server: &NatsServer, name: &str) -> JetStreamStore {
     store_with(server, config(name)).await
+}
+
+/// Appends `events` again under `command_id` and asserts that the store reports a duplicate
+/// carrying the sequences and position of the `first` append of that command.
+pub async fn assert_retry_is_duplicate<S: EventStore>(
+    store: &S,
+    key: &AggregateKey,
+    expected: ExpectedVersion,
+    command_id: &str,
+    events: Vec<NewEvent>,
+    first: AppendOutcome,
+) {
+    let again = store
+        .append(key, expected, Some(command_id), events)
+        .await
+        .unwrap();
+    assert!(again.duplicate, "{expected:?}");
+    assert_eq!(
+        (
+            again.first_sequence,
+            again.last_sequence,
+            again.last_position
+        ),
+        (
+            first.first_sequence,
+            first.last_sequence,
+            first.last_position
+        ),
+        "{expected:?}"
+    );
 }
