@@ -15,6 +15,7 @@ bash scripts/install-mdbook.sh
 cargo test --workspace --all-features --lib --bins --tests --examples
 cargo test --workspace --all-features --doc
 cargo run --quiet --example quickstart > /dev/null
+cargo run --quiet --example orders_protobuf > /dev/null
 
 # The JetStream example, against a throwaway server on a free loopback port.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -24,4 +25,8 @@ server_pid=$!
 trap 'kill "$server_pid" 2>/dev/null; rm -rf "$store_dir"' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --example bank > /dev/null
+# The PostgreSQL read model on the same server: rebuilt from scratch, then updated in place.
+NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --example read_model_postgres -- --rebuild > /dev/null
+NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --example read_model_postgres > /dev/null
 .tools/mdbook/bin/mdbook build book
+bash scripts/check-book-links.sh book/book

@@ -38,6 +38,7 @@ impl Apply<Incremented> for Counter {
     }
 }
 
+// ANCHOR: r3
 /// A store connected to one server of the cluster (with the others as fallbacks), whose
 /// requests time out after `timeout`.
 async fn store_on(cluster: &NatsCluster, first: usize, timeout: Duration) -> JetStreamStore {
@@ -50,6 +51,7 @@ async fn store_on(cluster: &NatsCluster, first: usize, timeout: Duration) -> Jet
     .await
     .expect("connect to the cluster")
 }
+// ANCHOR_END: r3
 
 /// Waits until `store` can read the new stream through the server it is connected to (the
 /// replicas' responders appear on the other nodes a moment after the stream is created).

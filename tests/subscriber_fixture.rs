@@ -20,6 +20,7 @@ enum Events {
     Deposited(Deposited),
 }
 
+// ANCHOR: naive
 /// Adds every delivery: not idempotent.
 #[derive(Default)]
 struct Naive {
@@ -35,7 +36,9 @@ impl Subscriber for Naive {
         Ok(())
     }
 }
+// ANCHOR_END: naive
 
+// ANCHOR: careful
 /// Remembers the event ids it counted: idempotent.
 #[derive(Default)]
 struct Careful {
@@ -60,14 +63,18 @@ impl Subscriber for Careful {
         Ok(())
     }
 }
+// ANCHOR_END: careful
 
+// ANCHOR: given
 fn given<S: Subscriber<Event = Events>>(subscriber: S) -> SubscriberFixture<S> {
     SubscriberFixture::new(subscriber)
         .given("account", "a1", Deposited { amount: 5 }.into())
         .given("account", "a2", Deposited { amount: 7 }.into())
         .given("account", "a1", Deposited { amount: 11 }.into())
 }
+// ANCHOR_END: given
 
+// ANCHOR: naive_test
 #[tokio::test]
 async fn a_naive_handler_double_counts_under_redelivery() {
     let once = given(Naive::default());
@@ -79,6 +86,7 @@ async fn a_naive_handler_double_counts_under_redelivery() {
     assert_eq!(calls.len(), 6);
     assert_eq!(*crashed.subscriber().sum.lock().unwrap(), 46);
 }
+// ANCHOR_END: naive_test
 
 #[tokio::test]
 async fn an_idempotent_handler_counts_once_and_sees_metadata() {

@@ -287,6 +287,7 @@ async fn a_retryable_error_is_retried_with_backoff_and_blocks_only_its_aggregate
     );
 }
 
+// ANCHOR: picky
 /// Rejects amount 13 permanently until `accept` is set, fails amount 7 forever and panics on 99.
 #[derive(Default)]
 struct Picky {
@@ -312,6 +313,7 @@ impl Subscriber for Picky {
         Ok(())
     }
 }
+// ANCHOR_END: picky
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_with_reasons_and_can_be_redriven() {
@@ -356,8 +358,10 @@ async fn poison_messages_are_dead_lettered_with_reasons_and_can_be_redriven() {
             .collect::<Vec<_>>(),
         vec![(1, false), (2, false)]
     );
+    // ANCHOR: dead_letters
     let dead = DeadLetters::open(&store).await.expect("dead letters");
     let letters = dead.list("poison").await.expect("list");
+    // ANCHOR_END: dead_letters
     let by_id: HashMap<String, _> = letters
         .iter()
         .map(|l| (l.headers["Jetsource-Event-Id"].clone(), l))
@@ -382,9 +386,11 @@ async fn poison_messages_are_dead_lettered_with_reasons_and_can_be_redriven() {
         br#"{"amount":13}"#.as_slice()
     );
 
+    // ANCHOR: redrive
     // Fixed code: the redriven dead letters reach the running subscriber again.
     picky.accept.store(true, Ordering::SeqCst);
     assert_eq!(dead.redrive("poison").await.expect("redrive"), 5);
+    // ANCHOR_END: redrive
     wait_for("the redriven permanent failure", || {
         picky.seen.lock().unwrap().contains(&(13, true))
     })

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 // A JSON lineage of three versions: v1 -> v2 by `From`, v2 -> v3 by a custom function.
 
+// ANCHOR: json_chain
 #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
 #[event(name = "opened", version = 1)]
 struct OpenedV1 {
@@ -45,9 +46,11 @@ fn opened_with_limit(v2: OpenedV2) -> Opened {
         overdraft_limit: 100,
     }
 }
+// ANCHOR_END: json_chain
 
 // A lineage that changes codec: JSON v1, then Protobuf v2 and v3.
 
+// ANCHOR: codec_change
 #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
 #[event(name = "deposited", version = 1)]
 struct DepositedV1 {
@@ -86,9 +89,11 @@ impl From<DepositedV2> for Deposited {
         }
     }
 }
+// ANCHOR_END: codec_change
 
 // A renamed event: stored as "closure_requested" v1, written as "closed" v2 since.
 
+// ANCHOR: renamed
 #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
 #[event(name = "closure_requested", version = 1)]
 struct ClosureRequested {
@@ -106,7 +111,9 @@ impl From<ClosureRequested> for Closed {
         Closed { reason: old.reason }
     }
 }
+// ANCHOR_END: renamed
 
+// ANCHOR: retired
 #[derive(EventSet, Debug, PartialEq)]
 #[event_set(retired("note_added"))]
 enum AccountEvent {
@@ -114,6 +121,7 @@ enum AccountEvent {
     Deposited(Deposited),
     Closed(Closed),
 }
+// ANCHOR_END: retired
 
 fn decode(
     name: &str,
@@ -257,12 +265,15 @@ fn renamed_event_decodes_under_its_old_name() {
     assert_eq!((encoded.name, encoded.version), ("closed", 2));
 }
 
+// ANCHOR: retired_test
 #[test]
 fn retired_event_is_dropped() {
     let dropped = decode("note_added", 3, Codec::Json, b"anything").unwrap();
     assert_eq!(dropped, None);
 }
+// ANCHOR_END: retired_test
 
+// ANCHOR: future_version_test
 #[test]
 fn future_version_is_reported_with_the_latest_known() {
     let error = decode("opened", 4, Codec::Json, b"{}").unwrap_err();
@@ -284,6 +295,7 @@ fn future_version_is_reported_with_the_latest_known() {
         "{error:?}"
     );
 }
+// ANCHOR_END: future_version_test
 
 #[test]
 fn unknown_version_and_unknown_name() {

@@ -12,11 +12,13 @@ enum AccountEvent {
     Deposited(Deposited),
 }
 
+// ANCHOR: aggregate_attrs
 #[derive(Aggregate, Default, Serialize, Deserialize, Debug, PartialEq)]
 #[aggregate(name = "account", events = AccountEvent, snapshot(schema = 2, every = 100))]
 struct Account {
     balance: u64,
 }
+// ANCHOR_END: aggregate_attrs
 
 impl Apply<Deposited> for Account {
     fn apply(&mut self, event: Deposited) {

@@ -4,6 +4,7 @@
 use jetsource::{Codec, Event, RawEvent};
 use serde::{Deserialize, Serialize};
 
+// ANCHOR: event_attrs
 #[derive(Event, Serialize, Deserialize)]
 #[event(name = "created", version = 1)]
 struct CreatedV1 {
@@ -36,6 +37,7 @@ fn with_currency(old: CreatedV2) -> Opened {
         currency: "EUR".to_owned(),
     }
 }
+// ANCHOR_END: event_attrs
 
 #[derive(Event, Serialize, Deserialize)]
 #[event(name = "noted", version = 1)]

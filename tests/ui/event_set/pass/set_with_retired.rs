@@ -15,12 +15,14 @@ mod money {
     }
 }
 
+// ANCHOR: event_set_attrs
 #[derive(EventSet, Debug, PartialEq)]
 #[event_set(retired("note_added", "legacy"))]
 enum AccountEvent {
     Opened(Opened),
     Deposited(money::Deposited),
 }
+// ANCHOR_END: event_set_attrs
 
 fn main() {
     assert_eq!(AccountEvent::NAMES, ["opened", "deposited"]);
