@@ -255,6 +255,7 @@ async fn crashes_and_restarts_leave_the_read_model_equal_to_a_full_replay() {
     .checkpoint_schema(schema.name.clone());
     projection.setup().await.expect("setup");
 
+    // ANCHOR: crashes
     // Three crashes (no acks, handlers dropped mid-transaction) and one graceful stop, each
     // "process" on a connection of its own, while events are being consumed.
     for round in 1..=4 {
@@ -269,6 +270,7 @@ async fn crashes_and_restarts_leave_the_read_model_equal_to_a_full_replay() {
             running.abort().await;
         }
     }
+    // ANCHOR_END: crashes
     let store = JetStreamStore::connect(options.clone(), config.clone())
         .await
         .expect("connect");
