@@ -4,6 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use super::SubscriberError;
 
+const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(10);
+
 /// Where a new durable consumer starts. An existing consumer keeps its position.
 ///
 /// ```
@@ -117,6 +119,11 @@ pub struct SubscriberConfig {
     pub idempotency: Idempotency,
     /// How acks are sent.
     pub ack_mode: AckMode,
+    /// Partitions shared by every process running this subscriber; `None` (the default)
+    /// consumes in one process. See [`SubscriberConfig::partitions`].
+    pub partitions: Option<u16>,
+    /// How long a process that stopped announcing itself keeps its partitions.
+    pub member_ttl: Duration,
 }
 
 impl SubscriberConfig {
@@ -139,7 +146,39 @@ impl SubscriberConfig {
                 ttl: Duration::from_secs(7 * 24 * 3600),
             },
             ack_mode: AckMode::Fast,
+            partitions: None,
+            member_ttl: DEFAULT_MEMBER_TTL,
         }
+    }
+
+    /// Shares the work between every process that runs this subscriber (same durable name,
+    /// same `count`): events are hashed by aggregate into `count` partitions (a stream
+    /// `<stream>_P<count>` that sources the event stream and adds the partition token), each
+    /// partition has its own durable consumer pinned to one process, and the processes, which
+    /// announce themselves in a key-value bucket, divide the partitions between them. A process
+    /// that stops announcing itself for [`SubscriberConfig::member_ttl`] loses its partitions to
+    /// the others; an aggregate's events stay in order across the move. `concurrency` applies
+    /// per partition.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jetsource::subscriber::SubscriberConfig;
+    /// let config = SubscriberConfig::new("billing")
+    ///     .partitions(8)
+    ///     .member_ttl(Duration::from_secs(5));
+    /// assert_eq!(config.partitions, Some(8));
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn partitions(mut self, count: u16) -> Self {
+        self.partitions = Some(count);
+        self
+    }
+
+    /// How long a silent process keeps its partitions (default 10 s); only with
+    /// [`SubscriberConfig::partitions`].
+    pub fn member_ttl(mut self, ttl: Duration) -> Self {
+        self.member_ttl = ttl;
+        self
     }
 
     /// Sets where a new consumer starts.
@@ -218,6 +257,21 @@ impl SubscriberConfig {
         }
         if self.concurrency == 0 {
             return invalid("concurrency must be at least 1".into());
+        }
+        if let Some(partitions) = self.partitions {
+            if !(1..=1024).contains(&partitions) {
+                return invalid("partitions must be between 1 and 1024".into());
+            }
+            if self.member_ttl < Duration::from_millis(500) {
+                return invalid("member_ttl must be at least 500 ms".into());
+            }
+            if let DeliverFrom::Position(_) = self.deliver_from {
+                // Partition consumers count positions in the partition stream.
+                return invalid(
+                    "DeliverFrom::Position cannot be used with partitions; use DeliverFrom::Time"
+                        .into(),
+                );
+            }
         }
         if let Idempotency::Markers { ttl } = self.idempotency {
             if ttl < Duration::from_secs(1) {

@@ -65,6 +65,7 @@ mod config;
 mod dead_letter;
 mod done_log;
 mod fixture;
+mod group;
 mod runtime;
 
 pub use config::{AckMode, DeliverFrom, Idempotency, SubscriberConfig};

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy, PriorityPolicy};
 use async_nats::jetstream::{self, stream, AckKind, Message};
 use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
@@ -143,6 +143,8 @@ struct Delivery {
     source: Source,
     /// Stream sequence in the stream the message was delivered from.
     seq: u64,
+    /// The event's subject and position in the event stream, when the message carries them.
+    origin: Option<(String, u64)>,
     /// Server deliveries of this message, from 1.
     delivered: u64,
     /// The ordering key `<type>.<id>`.
@@ -154,7 +156,7 @@ struct Delivery {
 }
 
 struct Shared<S: Subscriber> {
-    subscriber: S,
+    subscriber: Arc<S>,
     config: SubscriberConfig,
     js: jetstream::Context,
     prefix: String,
@@ -192,23 +194,90 @@ pub async fn start<S: Subscriber>(
         ));
     }
     let js = jetstream::new(store.client().clone());
-    let stream_name = store.config().name.clone();
-    let prefix = store.config().prefix.clone();
+    let stream = store.config().name.clone();
     let storage = match store.config().storage {
         JetStreamStorage::Memory => stream::StorageType::Memory,
         _ => stream::StorageType::File,
     };
-    let dlq = dead_letter::ensure_stream(&js, &stream_name, storage).await?;
+    let dead_letters = dead_letter::ensure_stream(&js, &stream, storage).await?;
+    let counters = Arc::new(Counters::default());
+    let span = tracing::info_span!("subscriber", durable = %config.durable_name);
+    let base = LaneBase {
+        js,
+        subscriber: Arc::new(subscriber),
+        prefix: store.config().prefix.clone(),
+        stream,
+        storage,
+        dead_letters,
+        counters: counters.clone(),
+        config,
+    };
+    let (shutdown, stop) = watch::channel(false);
+    let task = match base.config.partitions {
+        None => {
+            let lane = open_lane(&base, None, stop).await?;
+            tokio::spawn(lane.run().instrument(span))
+        }
+        Some(count) => {
+            let group = super::group::Group::join(base, count).await?;
+            tokio::spawn(group.run(stop).instrument(span))
+        }
+    };
+    Ok(SubscriberHandle {
+        shutdown,
+        task,
+        counters,
+    })
+}
+
+/// What every lane of a subscriber shares: one lane consumes the whole stream, or, scaled out,
+/// one lane per partition this process owns.
+pub(crate) struct LaneBase<S: Subscriber> {
+    pub(crate) js: jetstream::Context,
+    pub(crate) subscriber: Arc<S>,
+    pub(crate) config: SubscriberConfig,
+    pub(crate) prefix: String,
+    /// The event stream's name.
+    pub(crate) stream: String,
+    pub(crate) storage: stream::StorageType,
+    pub(crate) dead_letters: stream::Stream,
+    counters: Arc<Counters>,
+}
+
+/// One partition of a scaled-out subscriber.
+pub(crate) struct PartitionLane {
+    /// The partition stream.
+    pub(crate) stream: stream::Stream,
+    pub(crate) index: u16,
+    /// How long the server keeps the partition pinned to a process that stopped pulling.
+    pub(crate) pin_ttl: Duration,
+    /// Whether this lane also consumes redriven dead letters.
+    pub(crate) redrive: bool,
+}
+
+/// The priority group of partition consumers: one pinned process per partition.
+pub(crate) const PRIORITY_GROUP: &str = "jetsource";
+
+/// Opens a lane: its completion log, consumer(s) and gate. `partition: None` consumes the whole
+/// event stream; `stop` ends the lane gracefully.
+pub(crate) async fn open_lane<S: Subscriber>(
+    base: &LaneBase<S>,
+    partition: Option<PartitionLane>,
+    stop: watch::Receiver<bool>,
+) -> Result<Dispatcher<S>, SubscriberError> {
+    let config = &base.config;
     let (drain_tx, shutdown_rx) = watch::channel(false);
     let (done, stored) = match config.idempotency {
         Idempotency::Markers { ttl } => {
             let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+            // Opened per lane, so a lane taking a partition over loads the completions its
+            // previous owner stored until then.
             let log = DoneLog::open(
-                &js,
-                &stream_name,
+                &base.js,
+                &base.stream,
                 &config.durable_name,
                 ttl,
-                storage,
+                base.storage,
                 shutdown_rx.clone(),
                 stored_tx,
             )
@@ -217,22 +286,52 @@ pub async fn start<S: Subscriber>(
         }
         Idempotency::Off => (None, None),
     };
-    let events_stream = js
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| SubscriberError::js(format!("opening stream {stream_name}"), e))?;
-    let filters = filter_subjects::<S::Event>(&prefix);
-    let mut events = ensure_consumer(&events_stream, &config, filters.clone(), None).await?;
-    let redrive = ensure_consumer(
-        &dlq,
-        &config,
-        vec![dead_letter::redrive_subject(
-            &stream_name,
-            &config.durable_name,
-        )],
-        Some(format!("{}_redrive", config.durable_name)),
+    let (events_stream, filters, consumer_name, pin_ttl, redrive) = match partition {
+        None => {
+            let events_stream =
+                base.js.get_stream(&base.stream).await.map_err(|e| {
+                    SubscriberError::js(format!("opening stream {}", base.stream), e)
+                })?;
+            let filters = filter_subjects::<S::Event>(&base.prefix);
+            (
+                events_stream,
+                filters,
+                config.durable_name.clone(),
+                None,
+                true,
+            )
+        }
+        Some(lane) => {
+            let filters = partition_filters::<S::Event>(&base.prefix, lane.index);
+            let name = format!("{}_p{}", config.durable_name, lane.index);
+            (lane.stream, filters, name, Some(lane.pin_ttl), lane.redrive)
+        }
+    };
+    let mut events = ensure_consumer(
+        &events_stream,
+        config,
+        filters.clone(),
+        &consumer_name,
+        deliver_policy(config.deliver_from),
+        pin_ttl,
     )
     .await?;
+    let redrive = if redrive {
+        let redrive_subject = dead_letter::redrive_subject(&base.stream, &config.durable_name);
+        Some(
+            ensure_consumer(
+                &base.dead_letters,
+                config,
+                vec![redrive_subject],
+                &format!("{}_redrive", config.durable_name),
+                DeliverPolicy::All,
+                None,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     // Anything delivered before and still unacknowledged (a previous process died with it)
     // must be handled before newer messages, or an aggregate's later event could overtake it.
     let info = events
@@ -242,7 +341,7 @@ pub async fn start<S: Subscriber>(
         .clone();
     let gate = if info.num_ack_pending > 0 {
         tracing::info!(
-            durable = %config.durable_name,
+            consumer = %consumer_name,
             pending = info.num_ack_pending,
             until = info.delivered.stream_sequence,
             "unacknowledged messages from an earlier run: newer ones wait for them"
@@ -251,38 +350,31 @@ pub async fn start<S: Subscriber>(
     } else {
         Gate::Open
     };
-    let config_ack_wait = config.ack_wait;
-    let (shutdown_tx, stop_rx) = watch::channel(false);
-    let counters = Arc::new(Counters::default());
-    let span = tracing::info_span!("subscriber", durable = %config.durable_name);
     let shared = Arc::new(Shared {
-        subscriber,
-        config,
-        js,
-        prefix,
-        stream: stream_name,
+        subscriber: base.subscriber.clone(),
+        config: config.clone(),
+        js: base.js.clone(),
+        prefix: base.prefix.clone(),
+        stream: base.stream.clone(),
         done,
-        counters: counters.clone(),
+        counters: base.counters.clone(),
         shutdown: shutdown_rx,
     });
-    let dispatcher = Dispatcher {
+    Ok(Dispatcher {
+        settle_by: tokio::time::Instant::now() + settle_limit(&config.ack_wait),
         shared,
         events_stream,
         filters,
+        consumer_name,
+        pin_ttl,
+        pin: None,
         events,
         redrive,
         gate,
-        settle_by: tokio::time::Instant::now() + settle_limit(&config_ack_wait),
         high_water: info.delivered.stream_sequence,
-        stop: stop_rx,
+        stop,
         drain: drain_tx,
         stored,
-    };
-    let task = tokio::spawn(dispatcher.run().instrument(span));
-    Ok(SubscriberHandle {
-        shutdown: shutdown_tx,
-        task,
-        counters,
     })
 }
 
@@ -291,6 +383,14 @@ pub(crate) fn filter_subjects<E: EventSet>(prefix: &str) -> Vec<String> {
     E::known_names()
         .iter()
         .map(|name| format!("{prefix}.*.*.{name}"))
+        .collect()
+}
+
+/// `<prefix>.<partition>.*.*.<name>` for every handled name: the partition stream's subjects.
+fn partition_filters<E: EventSet>(prefix: &str, partition: u16) -> Vec<String> {
+    E::known_names()
+        .iter()
+        .map(|name| format!("{prefix}.{partition}.*.*.{name}"))
         .collect()
 }
 
@@ -319,17 +419,26 @@ fn deliver_policy(from: DeliverFrom) -> DeliverPolicy {
 
 /// Creates the durable consumer, or updates an existing one to `config` (filter subjects, ack
 /// wait and pending limit may change; the start position of an existing consumer cannot).
+/// `pin_ttl` makes it a partition consumer: one pinned process at a time.
 async fn ensure_consumer(
     stream: &stream::Stream,
     config: &SubscriberConfig,
     filters: Vec<String>,
-    name: Option<String>,
+    name: &str,
+    deliver_policy: DeliverPolicy,
+    pin_ttl: Option<Duration>,
 ) -> Result<Consumer<pull::Config>, SubscriberError> {
-    let durable = name.unwrap_or_else(|| config.durable_name.clone());
-    let redrive = durable != config.durable_name;
+    let (priority_policy, priority_groups, priority_timeout) = match pin_ttl {
+        Some(ttl) => (
+            PriorityPolicy::PinnedClient,
+            vec![PRIORITY_GROUP.to_owned()],
+            ttl,
+        ),
+        None => (PriorityPolicy::None, Vec::new(), Duration::ZERO),
+    };
     stream
         .create_consumer(pull::Config {
-            durable_name: Some(durable.clone()),
+            durable_name: Some(name.to_owned()),
             filter_subjects: filters,
             ack_policy: AckPolicy::Explicit,
             ack_wait: config.ack_wait,
@@ -337,15 +446,14 @@ async fn ensure_consumer(
             // message silently.
             max_deliver: -1,
             max_ack_pending: config.max_ack_pending as i64,
-            deliver_policy: if redrive {
-                DeliverPolicy::All
-            } else {
-                deliver_policy(config.deliver_from)
-            },
+            deliver_policy,
+            priority_policy,
+            priority_groups,
+            priority_timeout,
             ..Default::default()
         })
         .await
-        .map_err(|e| SubscriberError::js(format!("creating consumer {durable}"), e))
+        .map_err(|e| SubscriberError::js(format!("creating consumer {name}"), e))
 }
 
 /// Whether messages may be handled yet.
@@ -363,12 +471,17 @@ enum Gate {
     Settling,
 }
 
-struct Dispatcher<S: Subscriber> {
+pub(crate) struct Dispatcher<S: Subscriber> {
     shared: Arc<Shared<S>>,
     events_stream: stream::Stream,
     filters: Vec<String>,
+    consumer_name: String,
+    /// Set for a partition consumer: the pin's time to live.
+    pin_ttl: Option<Duration>,
+    /// The pin the server gave this lane's pulls last.
+    pin: Option<String>,
     events: Consumer<pull::Config>,
-    redrive: Consumer<pull::Config>,
+    redrive: Option<Consumer<pull::Config>>,
     gate: Gate,
     /// When a settling gate opens anyway.
     settle_by: tokio::time::Instant,
@@ -489,14 +602,21 @@ impl<S: Subscriber> Dispatcher<S> {
 
     async fn open(&self, consumer: &Consumer<pull::Config>) -> Option<pull::Stream> {
         let batch = self.shared.config.max_ack_pending.clamp(1, 500);
-        match consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-        {
+        let pulls = consumer.stream().max_messages_per_batch(batch);
+        let pulls = match self.pin_ttl {
+            // A pull outliving the pin's time to live would lose the pin between pulls.
+            Some(ttl) => {
+                let expires = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                pulls
+                    .group(PRIORITY_GROUP)
+                    .expires(expires)
+                    .heartbeat(expires / 4)
+            }
+            None => pulls
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30)),
+        };
+        match pulls.messages().await {
             Ok(stream) => Some(stream),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot pull; retrying");
@@ -505,7 +625,7 @@ impl<S: Subscriber> Dispatcher<S> {
         }
     }
 
-    async fn run(mut self) -> Result<(), SubscriberError> {
+    pub(crate) async fn run(mut self) -> Result<(), SubscriberError> {
         let shared = self.shared.clone();
         let config = &shared.config;
         let mut shutdown = self.stop.clone();
@@ -525,7 +645,10 @@ impl<S: Subscriber> Dispatcher<S> {
             work: Some(work_tx),
         };
         let mut events_msgs = self.open(&self.events).await;
-        let mut redrive_msgs = self.open(&self.redrive).await;
+        let mut redrive_msgs = match &self.redrive {
+            Some(redrive) => self.open(redrive).await,
+            None => None,
+        };
         let tick_every =
             (config.ack_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let progress_every = config.ack_wait / 2;
@@ -544,6 +667,7 @@ impl<S: Subscriber> Dispatcher<S> {
                 }
                 msg = next_message(&mut events_msgs) => match msg {
                     Some(Ok(msg)) => {
+                        self.note_pin(&msg);
                         if let Some(d) = self.delivery(msg, Source::Events) {
                             if self.gate == Gate::Open {
                                 router.route(d);
@@ -581,7 +705,16 @@ impl<S: Subscriber> Dispatcher<S> {
                 }
                 _ = tick.tick() => {
                     if events_msgs.is_none() {
-                        match ensure_consumer(&self.events_stream, config, self.filters.clone(), None).await {
+                        let deliver = deliver_policy(config.deliver_from);
+                        let recreated = ensure_consumer(
+                            &self.events_stream,
+                            config,
+                            self.filters.clone(),
+                            &self.consumer_name,
+                            deliver,
+                            self.pin_ttl,
+                        );
+                        match recreated.await {
                             Ok(consumer) => {
                                 self.events = consumer;
                                 events_msgs = self.open(&self.events).await;
@@ -590,8 +723,8 @@ impl<S: Subscriber> Dispatcher<S> {
                             Err(e) => tracing::warn!(error = %e, "cannot recreate the consumer"),
                         }
                     }
-                    if redrive_msgs.is_none() {
-                        redrive_msgs = self.open(&self.redrive).await;
+                    if let (None, Some(redrive)) = (&redrive_msgs, &self.redrive) {
+                        redrive_msgs = self.open(redrive).await;
                     }
                     if self.gate != Gate::Open {
                         self.check_gate(&mut held, &mut router).await;
@@ -697,6 +830,24 @@ impl<S: Subscriber> Dispatcher<S> {
         }
     }
 
+    /// A partition that just came to this lane (a new pin) may still have messages pending with
+    /// its previous owner: settle, so none of its aggregates' later events overtakes them.
+    fn note_pin(&mut self, msg: &Message) {
+        if self.pin_ttl.is_none() {
+            return;
+        }
+        let pin = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Pin-Id"))
+            .map(|v| v.as_str().to_owned());
+        if pin.is_some() && pin != self.pin {
+            tracing::debug!(consumer = %self.consumer_name, "pinned to this process");
+            self.pin = pin;
+            self.settle();
+        }
+    }
+
     fn delivery(&mut self, msg: Message, source: Source) -> Option<Delivery> {
         let (seq, delivered) = match msg.info() {
             Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
@@ -705,16 +856,15 @@ impl<S: Subscriber> Dispatcher<S> {
                 return None;
             }
         };
-        let subject = match source {
-            Source::Events => msg.subject.as_str().to_owned(),
-            Source::Redrive => msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(dead_letter::SUBJECT))
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_default(),
+        let origin = match source {
+            Source::Events if self.pin_ttl.is_some() => sourced_origin(msg.headers.as_ref()),
+            Source::Events => Some((msg.subject.as_str().to_owned(), seq)),
+            Source::Redrive => dead_letter_origin(msg.headers.as_ref()),
         };
-        let key = aggregate_key(&self.shared.prefix, &subject);
+        let key = match &origin {
+            Some((subject, _)) => aggregate_key(&self.shared.prefix, subject),
+            None => msg.subject.as_str().to_owned(),
+        };
         let verify = match source {
             Source::Events => {
                 let verify = delivered > 1 || seq <= self.high_water;
@@ -727,11 +877,34 @@ impl<S: Subscriber> Dispatcher<S> {
             msg,
             source,
             seq,
+            origin,
             delivered,
             key,
             verify,
         })
     }
+}
+
+/// The original subject and position of a message the partition stream sourced, from the
+/// server's `Nats-Stream-Source` header: `<stream> <sequence> <filter> <transform> <subject>`.
+fn sourced_origin(headers: Option<&HeaderMap>) -> Option<(String, u64)> {
+    let source = headers?.get("Nats-Stream-Source")?.as_str();
+    let mut fields = source.split(' ');
+    let position = fields.nth(1)?.parse().ok()?;
+    let subject = fields.nth(2)?;
+    Some((subject.to_owned(), position))
+}
+
+/// The original subject and position a dead letter records.
+fn dead_letter_origin(headers: Option<&HeaderMap>) -> Option<(String, u64)> {
+    let headers = headers?;
+    let subject = headers.get(dead_letter::SUBJECT)?.as_str().to_owned();
+    let position = headers
+        .get(dead_letter::STREAM_SEQ)?
+        .as_str()
+        .parse()
+        .ok()?;
+    Some((subject, position))
 }
 
 /// `<type>.<id>` of an event subject, or the whole subject when it has another shape.
@@ -840,30 +1013,20 @@ async fn ack<S: Subscriber>(shared: &Shared<S>, msg: &Message) {
     }
 }
 
-/// Rebuilds the stored event from the message: through the store's header decoding for events,
-/// and through the `Jetsource-Dlq-*` headers' original subject and position for redriven ones.
+/// Rebuilds the stored event from the message's original subject and position (recorded by the
+/// server for sourced partition messages, by the dead-letter headers for redriven ones).
 fn decode_stored<S: Subscriber>(shared: &Shared<S>, d: &Delivery) -> Result<StoredEvent, String> {
     let empty = HeaderMap::new();
     let msg_headers = d.msg.headers.as_ref().unwrap_or(&empty);
-    let (subject, position) = match d.source {
-        Source::Events => (d.msg.subject.as_str().to_owned(), d.seq),
-        Source::Redrive => {
-            let subject = msg_headers
-                .get(dead_letter::SUBJECT)
-                .map(|v| v.as_str().to_owned())
-                .ok_or("a redriven dead letter lacks its original subject")?;
-            let position = msg_headers
-                .get(dead_letter::STREAM_SEQ)
-                .and_then(|v| v.as_str().parse::<u64>().ok())
-                .ok_or("a redriven dead letter lacks its original position")?;
-            (subject, position)
-        }
-    };
+    let (subject, position) = d.origin.as_ref().ok_or_else(|| match d.source {
+        Source::Events => "a partition message lacks its original subject and position",
+        Source::Redrive => "a redriven dead letter lacks its original subject or position",
+    })?;
     let rest = subject
         .strip_prefix(shared.prefix.as_str())
         .and_then(|r| r.strip_prefix('.'))
         .ok_or_else(|| format!("subject {subject:?} is outside prefix {:?}", shared.prefix))?;
-    headers::decode(rest, position, msg_headers, d.msg.payload.clone()).map_err(|e| e.to_string())
+    headers::decode(rest, *position, msg_headers, d.msg.payload.clone()).map_err(|e| e.to_string())
 }
 
 fn context(stored: &StoredEvent, attempt: u64, redriven: bool) -> EventContext {
@@ -1028,21 +1191,10 @@ async fn dead_letter<S: Subscriber>(
     error: &str,
     deliveries: u64,
 ) {
-    let empty = HeaderMap::new();
-    let msg_headers = d.msg.headers.as_ref().unwrap_or(&empty);
-    let (original_subject, position) = match d.source {
-        Source::Events => (d.msg.subject.as_str().to_owned(), d.seq),
-        Source::Redrive => (
-            msg_headers
-                .get(dead_letter::SUBJECT)
-                .map(|v| v.as_str().to_owned())
-                .unwrap_or_else(|| d.msg.subject.as_str().to_owned()),
-            msg_headers
-                .get(dead_letter::STREAM_SEQ)
-                .and_then(|v| v.as_str().parse().ok())
-                .unwrap_or(0),
-        ),
-    };
+    let (original_subject, position) = d
+        .origin
+        .clone()
+        .unwrap_or_else(|| (d.msg.subject.as_str().to_owned(), 0));
     let draft = DeadLetterDraft {
         event_stream: &shared.stream,
         durable: &shared.config.durable_name,
@@ -1052,7 +1204,7 @@ async fn dead_letter<S: Subscriber>(
         position,
         deliveries,
         dedupe: match d.source {
-            Source::Events => format!("m:{}:{}", d.seq, d.delivered),
+            Source::Events => format!("m:{position}:{}", d.delivered),
             Source::Redrive => format!("r:{}:{}", d.seq, d.delivered),
         },
     };
