@@ -605,3 +605,75 @@ async fn confirmed_acks_with_the_completion_log_handle_every_event_once_in_order
     assert_eq!(rec.duplicates(), 0);
     assert_in_order(&rec, 10, 30);
 }
+
+/// What the notification subscriber saw: per key, the amounts in handling order.
+#[derive(Clone, Default)]
+struct Notifications {
+    seen: Arc<Mutex<Vec<(String, String, u64, u64)>>>,
+}
+
+impl Subscriber for Notifications {
+    type Event = Handled;
+
+    async fn handle(&self, event: Handled, ctx: &EventContext) -> Result<(), HandlerError> {
+        let Handled::Deposited(d) = event;
+        self.seen.lock().unwrap().push((
+            ctx.aggregate_type.clone(),
+            ctx.aggregate_id.clone(),
+            ctx.sequence,
+            d.amount,
+        ));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_events_outside_aggregates_reach_subscribers_once_in_order_per_key() {
+    let server = NatsServer::start();
+    let store = connect(&server, "NOTIFY").await;
+    let publisher = store.publisher("payments").expect("valid topic");
+    let keys = ["c1", "c2", "c3"].map(|k| AggregateId::new(k).unwrap());
+    for amount in 1..=20 {
+        for key in &keys {
+            let meta = jetsource::CommandMetadata::default()
+                .command_id(format!("pay-{key}-{amount}"))
+                .correlation_id("batch-7");
+            let receipt = publisher
+                .publish(key, &Deposited { amount }, &meta)
+                .await
+                .expect("publish");
+            assert!(!receipt.duplicate && receipt.position > 0);
+            // A retry of the same command (a lost ack) stores nothing.
+            let retry = publisher
+                .publish(key, &Deposited { amount }, &meta)
+                .await
+                .expect("publish again");
+            assert!(retry.duplicate, "retry of {key}/{amount} was stored twice");
+        }
+    }
+    assert!(store.publisher("not.a.token").is_err());
+    assert!(store.publisher("*").is_err());
+
+    let seen = Notifications::default();
+    let running = subscriber::start(&store, seen.clone(), fast_config("notified").concurrency(4))
+        .await
+        .expect("start");
+    wait_for("every notification", || {
+        seen.seen.lock().unwrap().len() >= 60
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.shutdown().await.expect("shutdown");
+    let seen = seen.seen.lock().unwrap();
+    assert_eq!(seen.len(), 60, "every publish handled once");
+    for key in &keys {
+        let amounts: Vec<u64> = seen
+            .iter()
+            .filter(|(topic, id, sequence, _)| {
+                topic == "payments" && id == key.as_str() && *sequence == 0
+            })
+            .map(|(_, _, _, amount)| *amount)
+            .collect();
+        assert_eq!(amounts, (1..=20).collect::<Vec<_>>(), "order of {key}");
+    }
+}

@@ -63,7 +63,7 @@ pub use store::{
 #[cfg(feature = "jetstream")]
 pub use store::{
     JetStreamConnectOptions, JetStreamCredentials, JetStreamError, JetStreamStorage,
-    JetStreamStore, StreamConfig,
+    JetStreamStore, PublishError, PublishReceipt, Publisher, StreamConfig,
 };
 
 /// Derives [`Event`] for a struct: `#[event(name = "...", version = N, previous = OldType,

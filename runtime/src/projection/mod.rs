@@ -8,6 +8,9 @@
 //! racing on the same event changes nothing: the read model sees each event once. The
 //! subscriber's own completion log is not needed and is switched off.
 //!
+//! Events published outside aggregates ([`crate::Publisher`]) have no aggregate sequence; their
+//! checkpoint per topic and key is the stream position, which grows the same way.
+//!
 //! Caveat of the per-aggregate checkpoint: a dead-lettered event that is redriven after later
 //! events of its aggregate were applied is skipped (it would apply out of order).
 //!
@@ -312,6 +315,16 @@ impl<P: Projection> PgProjection<P> {
     }
 }
 
+/// What the checkpoint orders by: the aggregate sequence, or the stream position for events
+/// published outside aggregates (sequence 0), which also grows per key.
+fn checkpoint_order(ctx: &EventContext) -> u64 {
+    if ctx.sequence == 0 {
+        ctx.position
+    } else {
+        ctx.sequence
+    }
+}
+
 fn infra(e: sqlx::Error) -> HandlerError {
     HandlerError::Retryable(Box::new(e))
 }
@@ -334,7 +347,7 @@ impl<P: Projection> Subscriber for PgProjection<P> {
         .bind(self.name())
         .bind(&ctx.aggregate_type)
         .bind(&ctx.aggregate_id)
-        .bind(ctx.sequence as i64)
+        .bind(checkpoint_order(ctx) as i64)
         .bind(ctx.position as i64)
         .execute(&mut *tx)
         .await

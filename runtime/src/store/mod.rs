@@ -7,7 +7,8 @@ mod memory;
 #[cfg(feature = "jetstream")]
 pub use jetstream::{
     ConnectOptions as JetStreamConnectOptions, Credentials as JetStreamCredentials, JetStreamError,
-    JetStreamStore, Storage as JetStreamStorage, StreamConfig,
+    JetStreamStore, PublishError, PublishReceipt, Publisher, Storage as JetStreamStorage,
+    StreamConfig,
 };
 pub use memory::InMemoryStore;
 

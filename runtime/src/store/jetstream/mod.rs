@@ -98,10 +98,12 @@ mod connect;
 mod error;
 pub(crate) mod headers;
 mod load;
+mod publish;
 mod snapshot;
 mod store;
 
 pub use config::{Storage, StreamConfig};
 pub use connect::{ConnectOptions, Credentials};
 pub use error::JetStreamError;
+pub use publish::{PublishError, PublishReceipt, Publisher};
 pub use store::JetStreamStore;

@@ -1,0 +1,154 @@
+//! Publishing events that belong to no aggregate: integration events and notifications.
+
+use std::time::SystemTime;
+
+use uuid::Uuid;
+
+use super::append::{self, Outgoing, Published};
+use super::{headers, JetStreamError, JetStreamStore};
+use crate::error::EncodeError;
+use crate::event::Event;
+use crate::id::AggregateId;
+use crate::store::{CommandMetadata, NewEvent, StoreError};
+
+/// Where a published event was stored.
+///
+/// ```
+/// let receipt = jetsource::PublishReceipt { event_id: uuid::Uuid::nil(), position: 7, duplicate: false };
+/// assert!(!receipt.duplicate);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishReceipt {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its stream sequence; 0 for a duplicate, which stored nothing.
+    pub position: u64,
+    /// The message id was published before, inside the stream's duplicate window.
+    pub duplicate: bool,
+}
+
+/// Why a publish failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event could not be encoded.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The server refused it or could not be reached; see [`StoreError`].
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<JetStreamError> for PublishError {
+    fn from(error: JetStreamError) -> Self {
+        PublishError::Store(error.into())
+    }
+}
+
+/// A typed publisher of events outside aggregates, on a topic of the store's stream.
+///
+/// Events go to `<prefix>.<topic>.<key>.<event name>` with the same `Jetsource-*` headers as
+/// aggregate events, so the same subscribers consume them: in order per key, filtered by name,
+/// upcast, retried, dead-lettered. They carry no aggregate version (`EventContext::sequence` is
+/// 0) and no optimistic concurrency; `Nats-Msg-Id` (the command id of the metadata, else the
+/// event id) lets the server drop a retried publish inside the stream's duplicate window. Use a
+/// topic that names no aggregate type.
+///
+/// ```no_run
+/// use jetsource::{AggregateId, CommandMetadata, Event, JetStreamStore};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Event, Serialize, Deserialize)]
+/// #[event(name = "newsletter_sent", version = 1)]
+/// struct NewsletterSent { issue: u32 }
+///
+/// # async fn run(store: JetStreamStore) -> Result<(), Box<dyn std::error::Error>> {
+/// let notifications = store.publisher("notifications")?;
+/// let key = AggregateId::new("customer-42")?;
+/// let meta = CommandMetadata::default().command_id("send-issue-7-to-42");
+/// let receipt = notifications.publish(&key, &NewsletterSent { issue: 7 }, &meta).await?;
+/// println!("stored at {}", receipt.position);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    store: JetStreamStore,
+    topic: &'static str,
+}
+
+impl JetStreamStore {
+    /// A publisher on `topic` (`A-Z a-z 0-9 _ -`, one subject token).
+    pub fn publisher(&self, topic: &'static str) -> Result<Publisher, JetStreamError> {
+        crate::id::validate_token(topic).map_err(|e| JetStreamError::InvalidInput {
+            what: format!("topic {topic:?}"),
+            reason: e.to_string(),
+        })?;
+        Ok(Publisher {
+            store: self.clone(),
+            topic,
+        })
+    }
+}
+
+impl Publisher {
+    /// Publishes `event` under `key` and waits for the server's ack.
+    pub async fn publish<E: Event>(
+        &self,
+        key: &AggregateId,
+        event: &E,
+        metadata: &CommandMetadata,
+    ) -> Result<PublishReceipt, PublishError> {
+        let encoded = event.encode()?;
+        let id = Uuid::now_v7();
+        let message_id = metadata
+            .command_id
+            .clone()
+            .unwrap_or_else(|| id.to_string());
+        let new_event = NewEvent {
+            id,
+            name: encoded.name,
+            version: encoded.version,
+            codec: encoded.codec,
+            payload: encoded.payload.into(),
+            timestamp: SystemTime::now(),
+            correlation_id: metadata
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| Uuid::now_v7().to_string()),
+            causation_id: metadata
+                .causation_id
+                .clone()
+                .or_else(|| metadata.command_id.clone()),
+            headers: metadata.headers.clone(),
+        };
+        headers::validate(&new_event)?;
+        headers::check_value("command id", &message_id)?;
+        let mut message_headers = headers::encode(&new_event, 0, metadata.command_id.as_deref());
+        message_headers.insert(
+            headers::name::MSG_ID,
+            format!("{}.{key}:{message_id}", self.topic).as_str(),
+        );
+        let prefix = &self.store.config().prefix;
+        let outgoing = Outgoing {
+            subject: format!("{prefix}.{}.{key}.{}", self.topic, new_event.name),
+            headers: message_headers,
+            payload: new_event.payload,
+        };
+        match append::single(self.store.client(), outgoing).await? {
+            Published::Stored(position) => Ok(PublishReceipt {
+                event_id: id,
+                position,
+                duplicate: false,
+            }),
+            Published::Duplicate => Ok(PublishReceipt {
+                event_id: id,
+                position: 0,
+                duplicate: true,
+            }),
+            Published::Conflict => Err(JetStreamError::Protocol(
+                "a publish without a concurrency guard reported a conflict".into(),
+            )
+            .into()),
+        }
+    }
+}
