@@ -1,7 +1,11 @@
 //! A PostgreSQL projection fed by the subscriber runtime from a real nats-server, written to the
 //! PostgreSQL at 127.0.0.1:5432 (database `test`), in a schema of its own that is dropped after.
+//!
+//! The process-kill test runs the projection in child processes (this test binary again, running
+//! the ignored `projection_worker`) and kills them with SIGKILL.
 
 use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use jetsource::projection::{sqlx, PgProjection, Projection};
@@ -306,4 +310,122 @@ async fn crashes_and_restarts_leave_the_read_model_equal_to_a_full_replay() {
     assert_eq!(stats.handled, TOTAL as u64);
     assert_eq!(balances(&pool, &schema.name).await, incremental);
     assert_applied_once_in_order(&pool, &schema.name, PER_AGGREGATE).await;
+}
+
+const WORKER_URL: &str = "JETSOURCE_PROJECTION_URL";
+const WORKER_SCHEMA: &str = "JETSOURCE_PROJECTION_SCHEMA";
+
+fn killable_projection(pool: sqlx::PgPool, schema: &str) -> PgProjection<Balances> {
+    let subscriber = SubscriberConfig::new("balances")
+        .ack_wait(Duration::from_secs(1))
+        .concurrency(16)
+        .backoff([Duration::from_millis(50)]);
+    PgProjection::new(
+        pool,
+        Balances {
+            schema: schema.to_owned(),
+        },
+        subscriber,
+    )
+    .checkpoint_schema(schema)
+}
+
+/// One projection process: consumes until it is killed. Ignored in normal runs; the test below
+/// starts it in child processes.
+#[test]
+#[ignore = "a worker process of a_projection_process_killed_three_times_and_a_server_kill_lose_nothing"]
+fn projection_worker() {
+    let (Ok(url), Ok(schema)) = (std::env::var(WORKER_URL), std::env::var(WORKER_SCHEMA)) else {
+        panic!("run by a_projection_process_killed_three_times_and_a_server_kill_lose_nothing");
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(async move {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(20)
+            .connect(DATABASE)
+            .await
+            .expect("PostgreSQL");
+        let store = JetStreamStore::connect(
+            JetStreamConnectOptions::new([url]),
+            StreamConfig::new("KILLED", "killed"),
+        )
+        .await
+        .expect("connect");
+        let _running = killable_projection(pool, &schema)
+            .start(&store)
+            .await
+            .expect("start");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// A projection process, killed with SIGKILL when dropped.
+struct Worker(Child);
+
+impl Worker {
+    fn spawn(url: &str, schema: &str) -> Self {
+        let exe = std::env::current_exe().expect("test binary path");
+        let child = Command::new(exe)
+            .args(["--exact", "projection_worker", "--ignored", "--nocapture"])
+            .env(WORKER_URL, url)
+            .env(WORKER_SCHEMA, schema)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn the projection process");
+        Worker(child)
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // SIGKILL: no shutdown code runs in the child, nothing is acked on the way out.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_process_killed_three_times_and_a_server_kill_lose_nothing() {
+    const AGGREGATES: i64 = 100;
+    const PER_AGGREGATE: i64 = 100;
+    const TOTAL: i64 = AGGREGATES * PER_AGGREGATE;
+    let mut server = NatsServer::start();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect(DATABASE)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432, database test");
+    let schema = Schema::create(&pool, "jetsource_test_projection_kill").await;
+    let seeding = JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        StreamConfig::new("KILLED", "killed"),
+    )
+    .await
+    .expect("connect");
+    let expected = seed(&seeding, AGGREGATES, PER_AGGREGATE).await;
+    let projection = killable_projection(pool.clone(), &schema.name);
+    projection.setup().await.expect("setup");
+
+    let mut kills = Vec::new();
+    for round in 1..=3 {
+        let worker = Worker::spawn(&server.url(), &schema.name);
+        wait_applied(&pool, &schema.name, TOTAL * round / 5).await;
+        drop(worker);
+        kills.push(applied(&pool, &schema.name).await);
+    }
+    // The server dies too (SIGKILL, restarted on the same store) while a fourth process
+    // consumes; the process reconnects and goes on.
+    let worker = Worker::spawn(&server.url(), &schema.name);
+    wait_applied(&pool, &schema.name, TOTAL * 4 / 5).await;
+    server.restart();
+    kills.push(applied(&pool, &schema.name).await);
+    wait_applied(&pool, &schema.name, TOTAL).await;
+    // Anything applied twice would still be on its way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(worker);
+
+    eprintln!("applied at each kill (3 processes, then the server): {kills:?}");
+    assert_eq!(applied(&pool, &schema.name).await, TOTAL);
+    assert_applied_once_in_order(&pool, &schema.name, PER_AGGREGATE).await;
+    assert_eq!(balances(&pool, &schema.name).await, expected);
 }
