@@ -269,6 +269,45 @@ impl DeadLetters {
     /// again; a failure dead-letters it again). Returns how many were moved.
     pub async fn redrive(&self, durable: &str) -> Result<usize, SubscriberError> {
         let letters = self.read(durable).await?;
+        self.move_to_redrive(durable, letters).await
+    }
+
+    /// Like [`DeadLetters::redrive`], but hands back only the dead letters of subscriber
+    /// `durable` that `select` picks; the others stay where they are. Messages on the dead
+    /// subject that are not readable dead letters (no reason or subject header) are never
+    /// picked. Returns how many were moved.
+    ///
+    /// ```no_run
+    /// # async fn run(store: jetsource::JetStreamStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// use jetsource::subscriber::{DeadLetterReason, DeadLetters};
+    /// let dead = DeadLetters::open(&store).await?;
+    /// // The handler bug is fixed; payloads that cannot be decoded stay dead-lettered.
+    /// let moved = dead
+    ///     .redrive_matching("billing", |letter| letter.reason == DeadLetterReason::Permanent)
+    ///     .await?;
+    /// println!("{moved} dead letters handed back to the billing subscriber");
+    /// # Ok(()) }
+    /// ```
+    pub async fn redrive_matching(
+        &self,
+        durable: &str,
+        select: impl Fn(&DeadLetter) -> bool,
+    ) -> Result<usize, SubscriberError> {
+        let letters = self
+            .read(durable)
+            .await?
+            .into_iter()
+            .filter(|(seq, msg)| parse(*seq, msg).is_some_and(|letter| select(&letter)))
+            .collect();
+        self.move_to_redrive(durable, letters).await
+    }
+
+    /// Moves `letters` (read from the dead subject of `durable`) to its redrive subject.
+    async fn move_to_redrive(
+        &self,
+        durable: &str,
+        letters: Vec<(u64, async_nats::jetstream::message::StreamMessage)>,
+    ) -> Result<usize, SubscriberError> {
         let stream = self
             .js
             .get_stream(stream_name(&self.event_stream))

@@ -1,0 +1,74 @@
+//! One module per command; [`run`] connects (when the command needs a server) and dispatches.
+
+mod dead_letters;
+mod events;
+mod stream_config;
+mod streams;
+mod tail;
+
+use std::io::Write;
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+use crate::args::{Cli, Command, DeadLettersCommand, StreamConfigCommand};
+use crate::connect;
+use crate::error::CliError;
+
+/// What every command that talks to the server gets.
+pub struct Session {
+    /// The connected client.
+    pub client: async_nats::Client,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+}
+
+impl Session {
+    /// A JetStream context with the request timeout.
+    pub fn jetstream(&self) -> jetstream::Context {
+        let mut js = jetstream::new(self.client.clone());
+        js.set_timeout(self.request_timeout);
+        js
+    }
+}
+
+/// Runs the command, writing its report to standard output.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    // Showing a configuration needs no server: it is what the runtime would create.
+    if let Command::StreamConfig(StreamConfigCommand::Show(settings)) = &cli.command {
+        return stream_config::show(settings, &mut out);
+    }
+    let options = connect::options(&cli.connection)?;
+    let session = Session {
+        client: connect::connect(&options).await?,
+        request_timeout: options.request_timeout,
+    };
+    let result = dispatch(&session, cli.command, &mut out).await;
+    out.flush()?;
+    result
+}
+
+async fn dispatch(
+    session: &Session,
+    command: Command,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    match command {
+        Command::Streams => streams::run(session, out).await,
+        Command::Events(args) => events::run(session, &args, out).await,
+        Command::Tail(args) => tail::run(session, &args, out).await,
+        Command::DeadLetters(DeadLettersCommand::List(target)) => {
+            dead_letters::list(session, &target, out).await
+        }
+        Command::DeadLetters(DeadLettersCommand::Redrive(args)) => {
+            dead_letters::redrive(session, &args, out).await
+        }
+        Command::StreamConfig(StreamConfigCommand::Show(settings)) => {
+            stream_config::show(&settings, out)
+        }
+        Command::StreamConfig(StreamConfigCommand::Create(args)) => {
+            stream_config::create(session, &args, out).await
+        }
+    }
+}

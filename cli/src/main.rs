@@ -1,0 +1,47 @@
+//! `jetsource`: the operations CLI for jetsource event stores on NATS JetStream.
+//!
+//! Lists streams and consumers with their lag, prints one aggregate's events with decoded
+//! metadata, follows a stream, lists and redrives dead letters, and shows or creates the stream
+//! configuration the runtime would create. Run `jetsource --help` for the commands.
+
+mod args;
+mod commands;
+mod connect;
+mod error;
+mod render;
+mod store;
+mod subject;
+
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::Cli;
+use crate::error::{redact, CliError};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Collected before the command runs: whatever an error says, these never reach the terminal.
+    let secrets = cli.connection.secrets();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        // `jetsource events ... | head` closes the pipe early: that is the reader's choice,
+        // not a failure.
+        Err(CliError::Output(e)) if e.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", redact(&e.to_string(), &secrets));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,767 @@
+//! The built `jetsource` binary against nats-server processes spawned by the runtime's test
+//! harness: every test reads what the command printed and its exit code.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_nats::jetstream::{self, consumer};
+use futures::StreamExt;
+use jetsource::subscriber::{self, EventContext, HandlerError, Subscriber, SubscriberConfig};
+use jetsource::testing::nats_server::{Auth, NatsServer};
+use jetsource::{
+    AggregateId, AggregateKey, Codec, Event, EventSet, EventStore, ExpectedVersion,
+    JetStreamConnectOptions, JetStreamStorage, JetStreamStore, NewEvent, StreamConfig,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[event(name = "deposited", version = 1)]
+struct Deposited {
+    amount: u64,
+}
+
+/// What the failing subscriber handles.
+#[derive(EventSet, Debug, Clone, PartialEq)]
+enum Handled {
+    Deposited(Deposited),
+}
+
+/// What one run of the binary printed, and how it ended.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from_output(output: Output) -> Self {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The standard output of a run that succeeded.
+    #[track_caller]
+    fn success(self) -> String {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "the command failed; stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self.stdout
+    }
+
+    /// The error line of a run that failed with exit code 1, checked to be one short line
+    /// without a panic or backtrace.
+    #[track_caller]
+    fn failure(self) -> String {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected exit code 1; stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        let stderr = self.stderr.trim_end().to_owned();
+        assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.len() < 300, "too long: {stderr}");
+        stderr
+    }
+}
+
+/// The binary, with no connection setting inherited from the environment.
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jetsource"));
+    for var in [
+        "NATS_URL",
+        "NATS_USER",
+        "NATS_PASSWORD",
+        "NATS_TOKEN",
+        "NATS_CREDS",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// Runs the binary to its end, off the async runtime's threads.
+async fn jetsource(args: &[&str]) -> Run {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        Run::from_output(
+            binary()
+                .args(&args)
+                .output()
+                .expect("run the jetsource binary"),
+        )
+    })
+    .await
+    .expect("the runner thread")
+}
+
+/// Runs the binary with `--server` pointing at `server`.
+async fn jetsource_at(server: &NatsServer, args: &[&str]) -> Run {
+    let url = server.url();
+    let mut all = vec!["--server", url.as_str()];
+    all.extend_from_slice(args);
+    jetsource(&all).await
+}
+
+async fn store(server: &NatsServer, name: &str, prefix: &str) -> JetStreamStore {
+    JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        StreamConfig::new(name, prefix),
+    )
+    .await
+    .expect("connect to the harness server")
+}
+
+fn key(aggregate_type: &'static str, id: &str) -> AggregateKey {
+    AggregateKey::new(aggregate_type, AggregateId::new(id).expect("valid id"))
+}
+
+fn event(name: &'static str, codec: Codec, payload: &[u8]) -> NewEvent {
+    NewEvent {
+        id: Uuid::now_v7(),
+        name,
+        version: 1,
+        codec,
+        payload: payload.to_vec().into(),
+        timestamp: SystemTime::now(),
+        correlation_id: "corr-1".into(),
+        causation_id: None,
+        headers: BTreeMap::new(),
+    }
+}
+
+fn deposit(amount: u64) -> NewEvent {
+    event(
+        "deposited",
+        Codec::Json,
+        format!(r#"{{"amount":{amount}}}"#).as_bytes(),
+    )
+}
+
+async fn append(store: &JetStreamStore, key: &AggregateKey, events: Vec<NewEvent>) {
+    store
+        .append(key, ExpectedVersion::Any, None, events)
+        .await
+        .expect("append");
+}
+
+/// Where `needle` starts in `haystack`, failing with the haystack when it is absent.
+#[track_caller]
+fn position_of(haystack: &str, needle: &str) -> usize {
+    haystack
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not found in:\n{haystack}"))
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_prints_one_aggregate_in_version_order_with_metadata_and_payloads() {
+    let server = NatsServer::start();
+    let bank = store(&server, "BANK", "bank").await;
+    let acc1 = key("account", "acc-1");
+    let mut opened = event("opened", Codec::Json, br#"{"owner":"ada","limits":[1,2]}"#);
+    opened.causation_id = Some("cause-7".into());
+    opened.headers.insert("tenant".into(), "acme".into());
+    bank.append(
+        &acc1,
+        ExpectedVersion::Exact(0),
+        Some("cmd-1"),
+        vec![opened],
+    )
+    .await
+    .expect("append with a command id");
+    append(&bank, &key("account", "acc-2"), vec![deposit(999)]).await;
+    append(
+        &bank,
+        &acc1,
+        vec![
+            deposit(5),
+            event("audited", Codec::Protobuf, &[0x08, 0x96, 0x01]),
+        ],
+    )
+    .await;
+
+    let out = jetsource_at(&server, &["events", "--stream", "BANK", "account", "acc-1"])
+        .await
+        .success();
+    assert!(
+        out.starts_with("account/acc-1 in stream BANK: 3 events\n"),
+        "{out}"
+    );
+    let v1 = position_of(&out, "version 1: opened v1\n");
+    let v2 = position_of(&out, "version 2: deposited v1\n");
+    let v3 = position_of(&out, "version 3: audited v1\n");
+    assert!(v1 < v2 && v2 < v3, "out of order:\n{out}");
+    let first = &out[v1..v2];
+    for line in [
+        "  correlation:  corr-1\n",
+        "  causation:    cause-7\n",
+        "  command id:   cmd-1\n",
+        "  header tenant: acme\n",
+        "  position:     1\n",
+        "  payload (json):\n    {\n      \"limits\": [\n        1,\n        2\n      ],\n      \"owner\": \"ada\"\n    }\n",
+    ] {
+        position_of(first, line);
+    }
+    position_of(
+        &out[v2..v3],
+        "  payload (json):\n    {\n      \"amount\": 5\n    }\n",
+    );
+    position_of(&out[v3..], "  payload (protobuf, 3 bytes):\n    08 96 01\n");
+    assert!(
+        !out.contains("999"),
+        "another aggregate's event was printed:\n{out}"
+    );
+
+    // From a later version, with the prefix given explicitly.
+    let out = jetsource_at(
+        &server,
+        &[
+            "events",
+            "--stream",
+            "BANK",
+            "--prefix",
+            "bank",
+            "--from-version",
+            "3",
+            "account",
+            "acc-1",
+        ],
+    )
+    .await
+    .success();
+    assert!(out.contains("version 3: audited v1"), "{out}");
+    assert!(!out.contains("version 2"), "{out}");
+
+    let out = jetsource_at(
+        &server,
+        &["events", "--stream", "BANK", "account", "nobody"],
+    )
+    .await
+    .success();
+    assert_eq!(out, "no events for account/nobody in stream BANK\n");
+
+    let err = jetsource_at(
+        &server,
+        &[
+            "events", "--stream", "BANK", "--prefix", "orders", "account", "acc-1",
+        ],
+    )
+    .await
+    .failure();
+    assert_eq!(
+        err,
+        "error: stream BANK is not a jetsource event stream: it captures [\"bank.>\"], not \
+         orders.> (check --prefix)"
+    );
+    let err = jetsource_at(&server, &["events", "--stream", "NOPE", "account", "acc-1"])
+        .await
+        .failure();
+    assert_eq!(
+        err,
+        "error: stream NOPE does not exist on the server (`jetsource streams` lists them)"
+    );
+    let err = jetsource_at(&server, &["events", "--stream", "BANK", "account", "a.b"])
+        .await
+        .failure();
+    assert!(err.starts_with("error: invalid aggregate id: "), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_lists_each_stream_with_its_consumers_lag_and_ack_pending() {
+    let server = NatsServer::start();
+    assert_eq!(
+        jetsource_at(&server, &["streams"]).await.success(),
+        "no streams\n"
+    );
+    let bank = store(&server, "BANK", "bank").await;
+    for amount in 1..=5 {
+        append(&bank, &key("account", "a1"), vec![deposit(amount)]).await;
+    }
+    // A durable consumer that received two events and acknowledged one.
+    let js = jetstream::new(bank.client().clone());
+    let stream = js.get_stream("BANK").await.expect("stream");
+    let billing = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("billing".into()),
+            filter_subject: "bank.account.*.deposited".into(),
+            ack_wait: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut batch = billing
+        .fetch()
+        .max_messages(2)
+        .messages()
+        .await
+        .expect("fetch");
+    let first = batch.next().await.expect("a message").expect("message");
+    first.double_ack().await.expect("ack");
+    let _unacked = batch.next().await.expect("a message").expect("message");
+
+    let out = jetsource_at(&server, &["streams"]).await.success();
+    let bank_line = position_of(&out, "stream BANK  subjects=bank.>  messages=5  bytes=");
+    let consumer_line = position_of(
+        &out,
+        "\n  consumer billing  lag=3  ack_pending=1  redelivered=0  \
+         filter=bank.account.*.deposited\n",
+    );
+    assert!(bank_line < consumer_line, "{out}");
+    // The runtime's snapshot bucket is a stream too, listed without consumers.
+    let bucket = position_of(
+        &out,
+        "stream KV_BANK_SNAPSHOTS  subjects=$KV.BANK_SNAPSHOTS.>",
+    );
+    assert!(
+        out[bucket..].starts_with(
+            "stream KV_BANK_SNAPSHOTS  subjects=$KV.BANK_SNAPSHOTS.>  messages=0  bytes=0  \
+         storage=file  replicas=1\n  no consumers\n"
+        ),
+        "{out}"
+    );
+}
+
+/// Fails permanently on amount 13 until `accept` is set, and forever (retryably) on 7.
+#[derive(Default)]
+struct Picky {
+    accept: AtomicBool,
+    handled: Mutex<Vec<(String, u64, bool)>>,
+}
+
+impl Subscriber for Picky {
+    type Event = Handled;
+
+    async fn handle(&self, event: Handled, ctx: &EventContext) -> Result<(), HandlerError> {
+        let Handled::Deposited(d) = event;
+        if d.amount == 13 && !self.accept.load(Ordering::SeqCst) {
+            return Err(HandlerError::permanent("unlucky amount"));
+        }
+        if d.amount == 7 {
+            return Err(HandlerError::retryable("seven never works"));
+        }
+        self.handled
+            .lock()
+            .unwrap()
+            .push((ctx.aggregate_id.clone(), d.amount, ctx.redriven));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_a_failing_subscriber_are_listed_and_redriven_by_filter() {
+    let server = NatsServer::start();
+    let poison = store(&server, "POISON", "poison").await;
+    append(&poison, &key("account", "a1"), vec![deposit(13)]).await;
+    append(&poison, &key("account", "a2"), vec![deposit(7)]).await;
+    append(&poison, &key("account", "a3"), vec![deposit(13)]).await;
+    let picky = Arc::new(Picky::default());
+    let config = SubscriberConfig::new("poison")
+        .ack_wait(Duration::from_secs(1))
+        .max_deliver(2)
+        .backoff([Duration::from_millis(20)]);
+    let running = subscriber::start(&poison, picky.clone(), config)
+        .await
+        .expect("start the subscriber");
+    wait_for("three dead letters", || running.stats().dead_lettered == 3).await;
+
+    let target = ["--stream", "POISON", "--durable", "poison"];
+    let list = |target: [&'static str; 4]| {
+        let server = &server;
+        async move {
+            let mut args = vec!["dead-letters", "list"];
+            args.extend(target);
+            jetsource_at(server, &args).await.success()
+        }
+    };
+    let out = list(target).await;
+    assert!(
+        out.starts_with("3 dead letters for subscriber poison on stream POISON\n"),
+        "{out}"
+    );
+    for expected in [
+        " permanent  subject=poison.account.a1.deposited  position=1  deliveries=1  at ",
+        " max_deliver  subject=poison.account.a2.deposited  position=2  deliveries=2  at ",
+        " permanent  subject=poison.account.a3.deposited  position=3  deliveries=1  at ",
+        "  error: unlucky amount\n",
+        "  error: seven never works (after 2 attempts)\n",
+    ] {
+        position_of(&out, expected);
+    }
+
+    // The bug is fixed: hand back only a1's permanent failure.
+    picky.accept.store(true, Ordering::SeqCst);
+    let mut args = vec!["dead-letters", "redrive"];
+    args.extend(target);
+    args.extend([
+        "--reason",
+        "permanent",
+        "--subject-filter",
+        "poison.account.a1.*",
+    ]);
+    let out = jetsource_at(&server, &args).await.success();
+    assert_eq!(
+        out,
+        "redrove 1 dead letter with reason permanent and subject poison.account.a1.* of \
+         subscriber poison; it handles them again while it runs\n"
+    );
+    wait_for("the redriven a1 event", || {
+        picky
+            .handled
+            .lock()
+            .unwrap()
+            .contains(&("a1".to_owned(), 13, true))
+    })
+    .await;
+    let out = list(target).await;
+    assert!(out.starts_with("2 dead letters"), "{out}");
+    assert!(
+        !out.contains("poison.account.a1."),
+        "a1 is still listed:\n{out}"
+    );
+
+    // By reason alone: a3's permanent failure goes, a2's exhausted retries stay.
+    let mut args = vec!["dead-letters", "redrive"];
+    args.extend(target);
+    args.extend(["--reason", "permanent"]);
+    let out = jetsource_at(&server, &args).await.success();
+    assert!(
+        out.starts_with("redrove 1 dead letter with reason permanent "),
+        "{out}"
+    );
+    wait_for("the redriven a3 event", || {
+        picky
+            .handled
+            .lock()
+            .unwrap()
+            .contains(&("a3".to_owned(), 13, true))
+    })
+    .await;
+    let out = list(target).await;
+    assert!(
+        out.starts_with("1 dead letter for subscriber poison"),
+        "{out}"
+    );
+    position_of(&out, " max_deliver  subject=poison.account.a2.deposited");
+
+    let mut args = vec!["dead-letters", "redrive"];
+    args.extend(target);
+    args.extend(["--reason", "bogus"]);
+    let run = jetsource_at(&server, &args).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("max_deliver"), "{}", run.stderr);
+    running.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_config_create_makes_the_stream_show_describes() {
+    let server = NatsServer::start();
+    let flags = [
+        "--name",
+        "ORDERS",
+        "--prefix",
+        "orders.eu",
+        "--storage",
+        "memory",
+        "--duplicate-window",
+        "30s",
+        "--max-age",
+        "7d",
+    ];
+    // `show` needs no server: this one does not exist.
+    let mut show = vec!["--server", "nats://127.0.0.1:1", "stream-config", "show"];
+    show.extend(flags);
+    let shown: serde_json::Value =
+        serde_json::from_str(&jetsource(&show).await.success()).expect("show prints JSON");
+    assert_eq!(
+        shown,
+        serde_json::json!({
+            "name": "ORDERS",
+            "subjects": ["orders.eu.>"],
+            "storage": "memory",
+            "replicas": 1,
+            "max_age": "7days",
+            "max_bytes": -1,
+            "max_message_size": -1,
+            "duplicate_window": "30s",
+            "allow_direct": true,
+            "allow_atomic_publish": true,
+            "snapshot_bucket": "ORDERS_SNAPSHOTS",
+        })
+    );
+
+    let mut create = vec!["stream-config", "create"];
+    create.extend(flags);
+    let created: serde_json::Value =
+        serde_json::from_str(&jetsource_at(&server, &create).await.success())
+            .expect("create prints JSON");
+    assert_eq!(created, shown, "the server holds another configuration");
+    // Creating again changes nothing and succeeds.
+    jetsource_at(&server, &create).await.success();
+    // The runtime opens the created stream with the same configuration without a conflict.
+    JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        StreamConfig::new("ORDERS", "orders.eu")
+            .storage(JetStreamStorage::Memory)
+            .duplicate_window(Duration::from_secs(30))
+            .max_age(Duration::from_secs(7 * 24 * 3600)),
+    )
+    .await
+    .expect("the runtime accepts the stream the CLI created");
+
+    let mut conflicting = vec!["stream-config", "create"];
+    conflicting.extend(&flags[..4]);
+    let err = jetsource_at(&server, &conflicting).await.failure();
+    assert_eq!(
+        err,
+        "error: stream ORDERS exists with storage = Memory, but the configuration asks for \
+         File; nothing was changed (pass --update-existing to change the stream)"
+    );
+
+    let err = jetsource(&[
+        "stream-config",
+        "show",
+        "--name",
+        "ORDERS",
+        "--prefix",
+        "orders",
+        "--replicas",
+        "9",
+    ])
+    .await
+    .failure();
+    assert_eq!(
+        err,
+        "error: invalid stream configuration: replicas must be 1 to 5, not 9"
+    );
+}
+
+/// Reads `child`'s standard error up to the line that says it follows the stream.
+fn wait_until_following(child: &mut Child) -> String {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut reader = BufReader::new(stderr);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read stderr");
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_only_new_matching_messages_and_stops_after_count() {
+    let server = NatsServer::start();
+    let tail = store(&server, "TAIL", "tail").await;
+    let a1 = key("account", "a1");
+    append(&tail, &a1, vec![deposit(1)]).await;
+
+    let mut child = binary()
+        .args([
+            "--server",
+            &server.url(),
+            "tail",
+            "--stream",
+            "TAIL",
+            "--subject",
+            "tail.account.*.deposited",
+            "--count",
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn jetsource tail");
+    let (ready, mut child) = tokio::task::spawn_blocking(move || {
+        let line = wait_until_following(&mut child);
+        (line, child)
+    })
+    .await
+    .expect("reader thread");
+    assert_eq!(
+        ready,
+        "following stream TAIL on tail.account.*.deposited; new messages only, stop with Ctrl-C\n"
+    );
+
+    append(&tail, &a1, vec![event("withdrawn", Codec::Json, b"{}")]).await;
+    append(&tail, &a1, vec![deposit(2)]).await;
+    append(&tail, &key("account", "a2"), vec![deposit(3)]).await;
+
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for tail") {
+                let mut stdout = String::new();
+                child
+                    .stdout
+                    .take()
+                    .expect("piped stdout")
+                    .read_to_string(&mut stdout)
+                    .expect("read stdout");
+                return Ok((status, stdout));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("tail did not stop after two messages");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("waiter thread");
+    let (status, out) = status.expect("tail ends");
+    assert!(status.success(), "tail failed:\n{out}");
+    let headlines: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(headlines.len(), 2, "{out}");
+    assert!(
+        headlines[0].starts_with("#3 tail.account.a1.deposited at "),
+        "{out}"
+    );
+    assert!(
+        headlines[1].starts_with("#4 tail.account.a2.deposited at "),
+        "{out}"
+    );
+    position_of(&out, "  Jetsource-Event-Name: deposited\n");
+    position_of(
+        &out,
+        "  payload (json):\n    {\n      \"amount\": 2\n    }\n",
+    );
+    position_of(
+        &out,
+        "  payload (json):\n    {\n      \"amount\": 3\n    }\n",
+    );
+    assert!(
+        !out.contains("\"amount\": 1"),
+        "an old message was printed:\n{out}"
+    );
+    assert!(
+        !out.contains("withdrawn"),
+        "a filtered message was printed:\n{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_or_malformed_server_url_gives_a_short_error() {
+    let free_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("nats://127.0.0.1:{free_port}");
+    let err = jetsource(&["--server", &url, "streams"]).await.failure();
+    assert!(
+        err.starts_with(&format!("error: cannot connect to NATS at {url}: ")),
+        "{err}"
+    );
+
+    let err = jetsource(&["--server", "nats://host:port:x", "streams"])
+        .await
+        .failure();
+    assert!(
+        err.starts_with("error: invalid server URL nats://host:port:x: "),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_give_an_auth_error_that_never_shows_the_secret() {
+    let server = NatsServer::with_auth(Auth::UserPassword {
+        user: "ops".into(),
+        password: "right-pw-4711".into(),
+    });
+    let url = server.url();
+    let err = jetsource(&[
+        "--server",
+        &url,
+        "--user",
+        "ops",
+        "--password",
+        "wrong-pw-0815",
+        "streams",
+    ])
+    .await
+    .failure();
+    assert_eq!(
+        err,
+        format!(
+            "error: the NATS server at {url} refused the password of user \"ops\": \
+             authorization failed"
+        )
+    );
+
+    // Credentials inside the URL are neither echoed nor kept in the printed address.
+    let with_userinfo = url.replace("nats://", "nats://ops:wrong-pw-0815@");
+    let run = jetsource(&["--server", &with_userinfo, "streams"]).await;
+    assert!(!run.stderr.contains("wrong-pw-0815"), "{}", run.stderr);
+    assert!(run.failure().contains("refused"));
+
+    // From the environment, the right password works.
+    let run = tokio::task::spawn_blocking(move || {
+        Run::from_output(
+            binary()
+                .args(["--server", &url, "--user", "ops", "streams"])
+                .env("NATS_PASSWORD", "right-pw-4711")
+                .output()
+                .expect("run"),
+        )
+    })
+    .await
+    .expect("runner thread");
+    assert_eq!(run.success(), "no streams\n");
+
+    let server = NatsServer::with_auth(Auth::Token("right-token-1".into()));
+    let run = jetsource_at(&server, &["--token", "wrong-token-2", "streams"]).await;
+    assert!(!run.stderr.contains("wrong-token-2"), "{}", run.stderr);
+    assert_eq!(
+        run.failure(),
+        format!(
+            "error: the NATS server at {} refused the token: authorization failed",
+            server.url()
+        )
+    );
+}
+
+#[tokio::test]
+async fn every_command_has_help() {
+    for (args, flag) in [
+        (&["--help"][..], "stream-config"),
+        (&["streams", "--help"], "--server"),
+        (&["events", "--help"], "--from-version"),
+        (&["tail", "--help"], "--count"),
+        (&["dead-letters", "--help"], "redrive"),
+        (&["dead-letters", "list", "--help"], "--durable"),
+        (&["dead-letters", "redrive", "--help"], "--subject-filter"),
+        (&["stream-config", "--help"], "create"),
+        (&["stream-config", "show", "--help"], "--duplicate-window"),
+        (&["stream-config", "create", "--help"], "--update-existing"),
+    ] {
+        let out = jetsource(args).await.success();
+        assert!(
+            out.contains(flag),
+            "`{}` lacks {flag}:\n{out}",
+            args.join(" ")
+        );
+    }
+}
