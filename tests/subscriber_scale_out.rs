@@ -45,6 +45,7 @@ enum Handled {
     Deposited(Deposited),
 }
 
+// ANCHOR: scale_out_config
 fn config() -> SubscriberConfig {
     SubscriberConfig::new(DURABLE)
         .partitions(PARTITIONS)
@@ -52,6 +53,7 @@ fn config() -> SubscriberConfig {
         .ack_wait(Duration::from_secs(2))
         .concurrency(4)
 }
+// ANCHOR_END: scale_out_config
 
 fn stream_config() -> StreamConfig {
     StreamConfig::new(STREAM, "scale")
