@@ -606,10 +606,13 @@ async fn confirmed_acks_with_the_completion_log_handle_every_event_once_in_order
     assert_in_order(&rec, 10, 30);
 }
 
-/// What the notification subscriber saw: per key, the amounts in handling order.
+/// One handled notification: topic, key, sequence, amount.
+type Seen = (String, String, u64, u64);
+
+/// What the notification subscriber saw, in handling order.
 #[derive(Clone, Default)]
 struct Notifications {
-    seen: Arc<Mutex<Vec<(String, String, u64, u64)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl Subscriber for Notifications {

@@ -40,6 +40,7 @@ mod error;
 mod event;
 mod event_set;
 mod id;
+pub mod observability;
 mod repository;
 mod store;
 pub mod testing;

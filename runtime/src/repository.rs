@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use lru::LruCache;
 use std::time::SystemTime;
+use tracing::Instrument;
 
 use uuid::Uuid;
 
@@ -12,6 +13,7 @@ use crate::aggregate::Aggregate;
 use crate::error::{DecodeError, EncodeError};
 use crate::event_set::EventSet;
 use crate::id::{AggregateId, InvalidId};
+use crate::observability;
 use crate::store::{
     AggregateKey, CommandMetadata, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
     StoredEvent,
@@ -328,8 +330,39 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Executes `command` on aggregate `id`: load, decide, append with the expected version;
-    /// on a conflict, reload and decide again. Every appended event carries `metadata`.
+    /// on a conflict, reload and decide again. Every appended event carries `metadata`; inside a
+    /// subscriber's handler, missing correlation and causation ids are taken from the handled
+    /// event (see [`crate::observability`]).
     pub async fn execute_with<E, F>(
+        &self,
+        id: &str,
+        metadata: CommandMetadata,
+        command: F,
+    ) -> Result<Committed<A>, ExecuteError<E>>
+    where
+        F: FnMut(&A) -> Result<Vec<A::Event>, E>,
+    {
+        let span = tracing::info_span!(
+            "jetsource.execute",
+            aggregate_type = A::TYPE,
+            aggregate_id = id,
+            attempts = tracing::field::Empty,
+            version = tracing::field::Empty,
+            appended = tracing::field::Empty,
+        );
+        let result = self
+            .execute_traced(id, metadata, command)
+            .instrument(span.clone())
+            .await;
+        if let Ok(committed) = &result {
+            span.record("attempts", committed.attempts);
+            span.record("version", committed.version);
+            span.record("appended", committed.appended);
+        }
+        result
+    }
+
+    async fn execute_traced<E, F>(
         &self,
         id: &str,
         metadata: CommandMetadata,
@@ -345,11 +378,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let correlation_id = metadata
             .correlation_id
             .clone()
+            .or_else(observability::inherited_correlation)
             .unwrap_or_else(|| Uuid::now_v7().to_string());
         let causation_id = metadata
             .causation_id
             .clone()
+            .or_else(observability::inherited_causation)
             .or_else(|| metadata.command_id.clone());
+        let mut headers = metadata.headers.clone();
+        observability::inject_trace(&mut headers);
         let mut loaded = match self.take_cached(&key) {
             Some(cached) => cached,
             None => self.load_key(&key).await?,
@@ -380,7 +417,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                         timestamp: SystemTime::now(),
                         correlation_id: correlation_id.clone(),
                         causation_id: causation_id.clone(),
-                        headers: metadata.headers.clone(),
+                        headers: headers.clone(),
                     })
                 })
                 .collect::<Result<Vec<_>, EncodeError>>()

@@ -33,6 +33,7 @@ use super::done_log::DoneLog;
 use super::{EventContext, HandlerError, Subscriber, SubscriberError};
 use crate::error::DecodeError;
 use crate::event_set::EventSet;
+use crate::observability::{self, SubscriberMetrics};
 use crate::store::jetstream::headers;
 use crate::store::StoredEvent;
 use crate::{JetStreamStorage, JetStreamStore};
@@ -163,6 +164,7 @@ struct Shared<S: Subscriber> {
     stream: String,
     done: Option<DoneLog<Completion>>,
     counters: Arc<Counters>,
+    metrics: SubscriberMetrics,
     /// Set by the dispatcher once it stopped pulling: workers `nak` what has not started.
     shutdown: watch::Receiver<bool>,
 }
@@ -358,6 +360,7 @@ pub(crate) async fn open_lane<S: Subscriber>(
         stream: base.stream.clone(),
         done,
         counters: base.counters.clone(),
+        metrics: SubscriberMetrics::new(&config.durable_name),
         shutdown: shutdown_rx,
     });
     Ok(Dispatcher {
@@ -585,6 +588,10 @@ async fn next_message(
     }
 }
 
+/// How often, at most, the consumer lag gauge is refreshed (one consumer-info request); as
+/// often as the ack wait when that is shorter.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
 /// How long a gate may settle: anything lost in transit is redelivered after one ack wait, so
 /// pending messages still missing after two are held by another process of the same durable.
 fn settle_limit(ack_wait: &Duration) -> Duration {
@@ -655,6 +662,7 @@ impl<S: Subscriber> Dispatcher<S> {
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_progress = tokio::time::Instant::now();
+        let mut last_lag = tokio::time::Instant::now();
         let client = shared.js.client();
         tracing::info!(filters = ?self.filters, "subscriber started");
 
@@ -728,6 +736,12 @@ impl<S: Subscriber> Dispatcher<S> {
                     }
                     if self.gate != Gate::Open {
                         self.check_gate(&mut held, &mut router).await;
+                    }
+                    if last_lag.elapsed() >= LAG_EVERY.min(config.ack_wait) {
+                        last_lag = tokio::time::Instant::now();
+                        if let Ok(info) = self.events.info().await {
+                            shared.metrics.lag.set(info.num_pending as f64);
+                        }
                     }
                     if last_progress.elapsed() >= progress_every {
                         last_progress = tokio::time::Instant::now();
@@ -1018,10 +1032,11 @@ async fn ack<S: Subscriber>(shared: &Shared<S>, msg: &Message) {
 fn decode_stored<S: Subscriber>(shared: &Shared<S>, d: &Delivery) -> Result<StoredEvent, String> {
     let empty = HeaderMap::new();
     let msg_headers = d.msg.headers.as_ref().unwrap_or(&empty);
-    let (subject, position) = d.origin.as_ref().ok_or_else(|| match d.source {
+    let missing = match d.source {
         Source::Events => "a partition message lacks its original subject and position",
         Source::Redrive => "a redriven dead letter lacks its original subject or position",
-    })?;
+    };
+    let (subject, position) = d.origin.as_ref().ok_or(missing)?;
     let rest = subject
         .strip_prefix(shared.prefix.as_str())
         .and_then(|r| r.strip_prefix('.'))
@@ -1120,15 +1135,22 @@ async fn process<S: Subscriber>(shared: &Shared<S>, d: Delivery) -> Option<Defer
             },
         };
         let ctx = context(&stored, attempt, redriven);
-        let span = tracing::debug_span!(
-            "handle",
+        let span = tracing::info_span!(
+            "jetsource.handle",
+            subscriber = %shared.config.durable_name,
             event_id = %id,
             event = %stored.name,
-            aggregate = %d.key,
+            aggregate_type = %stored.aggregate_type,
+            aggregate_id = %stored.aggregate_id,
+            version = stored.sequence,
             position = stored.position,
             attempt
         );
-        let handled = AssertUnwindSafe(shared.subscriber.handle(current, &ctx).instrument(span))
+        observability::continue_trace(&span, &stored.headers);
+        let started = std::time::Instant::now();
+        let call = shared.subscriber.handle(current, &ctx).instrument(span);
+        let call = observability::with_cause(&stored.correlation_id, stored.id, call);
+        let handled = AssertUnwindSafe(call)
             .catch_unwind()
             .await
             .unwrap_or_else(|panic| {
@@ -1139,9 +1161,14 @@ async fn process<S: Subscriber>(shared: &Shared<S>, d: Delivery) -> Option<Defer
                     .unwrap_or_else(|| "unknown panic".into());
                 Err(HandlerError::permanent(format!("handler panicked: {what}")))
             });
+        shared
+            .metrics
+            .handler_seconds
+            .record(started.elapsed().as_secs_f64());
         match handled {
             Ok(()) => {
                 bump(&shared.counters.handled);
+                shared.metrics.handled.increment(1);
                 if shared.done.is_some() {
                     return Some((stored.id, d.msg));
                 }
@@ -1171,6 +1198,7 @@ async fn process<S: Subscriber>(shared: &Shared<S>, d: Delivery) -> Option<Defer
                 let delay = shared.config.delay(retry);
                 tracing::warn!(event_id = %id, attempt, ?delay, error = %e, "handler failed; retrying");
                 bump(&shared.counters.retries);
+                shared.metrics.retried.increment(1);
                 retry += 1;
                 attempt += 1;
                 if !pause(shared, delay).await {
@@ -1229,6 +1257,7 @@ async fn dead_letter<S: Subscriber>(
         "event dead-lettered"
     );
     bump(&shared.counters.dead_lettered);
+    shared.metrics.dead_lettered(reason.as_str());
     if let Err(e) = d.msg.ack_with(AckKind::Term).await {
         tracing::warn!(error = %e, "term failed; the redelivery will be dead-lettered again");
     }

@@ -9,6 +9,7 @@ use super::{headers, JetStreamError, JetStreamStore};
 use crate::error::EncodeError;
 use crate::event::Event;
 use crate::id::AggregateId;
+use crate::observability;
 use crate::store::{CommandMetadata, NewEvent, StoreError};
 
 /// Where a published event was stored.
@@ -104,6 +105,8 @@ impl Publisher {
             .command_id
             .clone()
             .unwrap_or_else(|| id.to_string());
+        let mut headers = metadata.headers.clone();
+        observability::inject_trace(&mut headers);
         let new_event = NewEvent {
             id,
             name: encoded.name,
@@ -114,12 +117,14 @@ impl Publisher {
             correlation_id: metadata
                 .correlation_id
                 .clone()
+                .or_else(observability::inherited_correlation)
                 .unwrap_or_else(|| Uuid::now_v7().to_string()),
             causation_id: metadata
                 .causation_id
                 .clone()
+                .or_else(observability::inherited_causation)
                 .or_else(|| metadata.command_id.clone()),
-            headers: metadata.headers.clone(),
+            headers,
         };
         headers::validate(&new_event)?;
         headers::check_value("command id", &message_id)?;
@@ -135,11 +140,15 @@ impl Publisher {
             payload: new_event.payload,
         };
         match append::single(self.store.client(), outgoing).await? {
-            Published::Stored(position) => Ok(PublishReceipt {
-                event_id: id,
-                position,
-                duplicate: false,
-            }),
+            Published::Stored(position) => {
+                metrics::counter!(observability::EVENTS_APPENDED, "aggregate_type" => self.topic)
+                    .increment(1);
+                Ok(PublishReceipt {
+                    event_id: id,
+                    position,
+                    duplicate: false,
+                })
+            }
             Published::Duplicate => Ok(PublishReceipt {
                 event_id: id,
                 position: 0,

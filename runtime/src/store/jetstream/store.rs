@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
+use tracing::Instrument;
 
 use super::append::{self, Published};
 use super::cache::{self, AggregateState, Cache, Head};
@@ -474,18 +475,8 @@ async fn ensure_bucket(
     .map_err(|e| JetStreamError::Client(format!("snapshot bucket: {e}")))
 }
 
-impl EventStore for JetStreamStore {
-    async fn append(
-        &self,
-        key: &AggregateKey,
-        expected: ExpectedVersion,
-        command_id: Option<&str>,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendOutcome, StoreError> {
-        self.append_inner(key, expected, command_id, events).await
-    }
-
-    async fn load(
+impl JetStreamStore {
+    async fn load_traced(
         &self,
         key: &AggregateKey,
         from_sequence: u64,
@@ -543,6 +534,62 @@ impl EventStore for JetStreamStore {
         } else if !events.is_empty() {
             cache.extend(key, from_sequence, &events);
         }
+        Ok(events)
+    }
+}
+
+impl EventStore for JetStreamStore {
+    async fn append(
+        &self,
+        key: &AggregateKey,
+        expected: ExpectedVersion,
+        command_id: Option<&str>,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let span = tracing::debug_span!(
+            "jetsource.append",
+            aggregate_type = key.aggregate_type,
+            aggregate_id = %key.id,
+            events = events.len(),
+            first_event = events.first().map(|e| e.name),
+            expected = ?expected,
+            version = tracing::field::Empty,
+            position = tracing::field::Empty,
+        );
+        let count = events.len() as u64;
+        let outcome = self
+            .append_inner(key, expected, command_id, events)
+            .instrument(span.clone())
+            .await?;
+        span.record("version", outcome.last_sequence);
+        span.record("position", outcome.last_position);
+        if !outcome.duplicate {
+            metrics::counter!(
+                crate::observability::EVENTS_APPENDED,
+                "aggregate_type" => key.aggregate_type
+            )
+            .increment(count);
+        }
+        Ok(outcome)
+    }
+
+    async fn load(
+        &self,
+        key: &AggregateKey,
+        from_sequence: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let span = tracing::debug_span!(
+            "jetsource.load",
+            aggregate_type = key.aggregate_type,
+            aggregate_id = %key.id,
+            from = from_sequence,
+            events = tracing::field::Empty,
+        );
+        let events = self
+            .load_traced(key, from_sequence)
+            .instrument(span.clone())
+            .await?;
+        span.record("events", events.len());
         Ok(events)
     }
 
