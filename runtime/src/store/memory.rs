@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio::sync::watch;
+
 use super::{
     AggregateKey, AppendOutcome, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
     StoredEvent,
@@ -11,6 +13,12 @@ use super::{
 /// An event store held in process memory, with the same semantics as the JetStream store:
 /// per-aggregate optimistic concurrency, all-or-nothing appends, idempotent command ids (kept
 /// forever, as the JetStream store does beyond the server's dedupe window), and a store-wide order.
+///
+/// Every event gets the next store-wide position (1, 2, 3, ... without gaps, like a stream
+/// sequence); [`InMemoryStore::last_position`] and [`InMemoryStore::wait_for_events_after`] let a
+/// reader follow the log as it grows. The store also keeps the durable state of the in-memory
+/// subscribers started on it (see `subscriber::start_in_memory`), the way the JetStream server
+/// keeps its consumers'.
 ///
 /// Cloning is cheap and shares the events.
 ///
@@ -25,7 +33,27 @@ use super::{
 /// ```
 #[derive(Clone, Default)]
 pub struct InMemoryStore {
-    inner: Arc<Mutex<Log>>,
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    log: Mutex<Log>,
+    /// The newest position, replaced after every append so readers can wait for more.
+    last_position: watch::Sender<u64>,
+    /// The in-memory subscribers' durable consumers, by durable name.
+    #[cfg(feature = "jetstream")]
+    durables: crate::subscriber::memory::Durables,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            log: Mutex::default(),
+            last_position: watch::channel(0).0,
+            #[cfg(feature = "jetstream")]
+            durables: Default::default(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -56,10 +84,110 @@ impl InMemoryStore {
         self.len() == 0
     }
 
+    /// The position of the newest event; 0 while the store is empty.
+    ///
+    /// ```
+    /// use jetsource::InMemoryStore;
+    /// assert_eq!(InMemoryStore::new().last_position(), 0);
+    /// ```
+    pub fn last_position(&self) -> u64 {
+        *self.inner.last_position.borrow()
+    }
+
+    /// Waits until an event with a position after `position` is stored, and returns the newest
+    /// position then. Returns at once when there already is one. Dropping the future stops
+    /// waiting, and nothing is lost by that.
+    ///
+    /// ```
+    /// use jetsource::{InMemoryStore, Repository};
+    /// # use jetsource::{Aggregate, Apply, Event, EventSet};
+    /// # #[derive(Event, serde::Serialize, serde::Deserialize)]
+    /// # #[event(name = "opened", version = 1)]
+    /// # struct Opened {}
+    /// # #[derive(EventSet)]
+    /// # enum AccountEvent { Opened(Opened) }
+    /// # #[derive(Aggregate, Default)]
+    /// # #[aggregate(name = "account", events = AccountEvent)]
+    /// # struct Account {}
+    /// # impl Apply<Opened> for Account { fn apply(&mut self, _: Opened) {} }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let store = InMemoryStore::new();
+    /// let waiting = tokio::spawn({
+    ///     let store = store.clone();
+    ///     async move { store.wait_for_events_after(0).await }
+    /// });
+    /// let accounts = Repository::<Account, _>::new(store.clone());
+    /// accounts
+    ///     .execute("a1", |_: &Account| Ok::<_, std::convert::Infallible>(vec![Opened {}.into()]))
+    ///     .await
+    ///     .unwrap();
+    /// assert_eq!(waiting.await.unwrap(), 1);
+    /// # });
+    /// ```
+    pub async fn wait_for_events_after(&self, position: u64) -> u64 {
+        let mut positions = self.inner.last_position.subscribe();
+        let newest = match positions.wait_for(|&last| last > position).await {
+            Ok(last) => *last,
+            // The sender lives in the store this borrows, so it cannot be gone.
+            Err(_) => unreachable!("the store outlives its readers"),
+        };
+        newest
+    }
+
+    /// Reads the events after `after`, in position order, keeping those `wanted` accepts, until
+    /// `max_kept` are kept or the log ends. Returns them and the position the read got to, so
+    /// the next read starts after the events it skipped too.
+    #[cfg(feature = "jetstream")]
+    pub(crate) fn read_wanted(
+        &self,
+        after: u64,
+        max_kept: usize,
+        mut wanted: impl FnMut(&StoredEvent) -> bool,
+    ) -> (Vec<StoredEvent>, u64) {
+        let log = self.lock();
+        let mut kept = Vec::new();
+        let mut reached = after;
+        for event in log.events.iter().skip(after as usize) {
+            if kept.len() >= max_kept {
+                break;
+            }
+            reached = event.position;
+            if wanted(event) {
+                kept.push(event.clone());
+            }
+        }
+        (kept, reached)
+    }
+
+    /// The event at `position`, if there is one.
+    #[cfg(feature = "jetstream")]
+    pub(crate) fn event_at(&self, position: u64) -> Option<StoredEvent> {
+        let index = usize::try_from(position.checked_sub(1)?).ok()?;
+        self.lock().events.get(index).cloned()
+    }
+
+    /// The position of the first event produced at or after `time`, or the next position to
+    /// be stored when there is none.
+    #[cfg(feature = "jetstream")]
+    pub(crate) fn first_position_since(&self, time: std::time::SystemTime) -> u64 {
+        let log = self.lock();
+        log.events
+            .iter()
+            .find(|event| event.timestamp >= time)
+            .map_or(log.events.len() as u64 + 1, |event| event.position)
+    }
+
+    /// The durable consumers of the in-memory subscribers on this store.
+    #[cfg(feature = "jetstream")]
+    pub(crate) fn durables(&self) -> &crate::subscriber::memory::Durables {
+        &self.inner.durables
+    }
+
     fn lock(&self) -> MutexGuard<'_, Log> {
         // A panic while holding the lock cannot leave a half-written append (appends validate
         // before they mutate), so a poisoned lock still guards consistent data.
         self.inner
+            .log
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -136,7 +264,13 @@ impl EventStore for InMemoryStore {
         command_id: Option<&str>,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        self.lock().append(key, expected, command_id, events)
+        let mut log = self.lock();
+        let outcome = log.append(key, expected, command_id, events)?;
+        // Published under the log's lock, so concurrent appends announce positions in order.
+        self.inner
+            .last_position
+            .send_replace(log.events.len() as u64);
+        Ok(outcome)
     }
 
     async fn load(

@@ -26,6 +26,13 @@
 //! - shuts down gracefully ([`SubscriberHandle::shutdown`]): stops pulling, finishes what is
 //!   running, acks it, `nak`s what had not started, and exits.
 //!
+//! [`start_in_memory`] runs the same subscriber on an [`InMemoryStore`](crate::InMemoryStore)
+//! with the same configuration and semantics: durable positions, name filtering, upcasting,
+//! per-aggregate order, in-place retries, dead letters ([`InMemoryDeadLetters`], with redrive),
+//! idempotency and graceful shutdown. The store keeps each durable name's state, and
+//! [`InMemoryConsumer::redeliver_from`] simulates lost acknowledgements; [`start_in_memory`]
+//! lists the few differences.
+//!
 //! ```no_run
 //! use jetsource::subscriber::{self, EventContext, HandlerError, Subscriber, SubscriberConfig};
 //! use jetsource::{Event, EventSet, JetStreamStore, StreamConfig, JetStreamConnectOptions};
@@ -63,14 +70,20 @@
 
 mod config;
 mod dead_letter;
+mod decide;
 mod done_log;
 mod fixture;
 mod group;
+pub(crate) mod memory;
 mod runtime;
 
 pub use config::{AckMode, DeliverFrom, Idempotency, SubscriberConfig};
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use fixture::{FixtureCall, Redelivery, SubscriberFixture};
+pub use memory::{
+    start_defined_in_memory, start_in_memory, InMemoryConsumer, InMemoryDeadLetter,
+    InMemoryDeadLetters, InMemorySubscriberHandle,
+};
 pub use runtime::{start, SubscriberHandle, SubscriberStats};
 
 use std::collections::BTreeMap;
