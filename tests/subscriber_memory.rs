@@ -1,9 +1,11 @@
 //! The in-memory subscriber backend holds the JetStream runtime's semantics: name filtering,
 //! per-aggregate order under concurrency, in-place retries with back-off, dead letters with
 //! their reasons and redrive, durable positions across restarts and crashes, completion-based
-//! idempotency under redelivery, upcasting, retired events, and the handler's context.
+//! idempotency under redelivery, upcasting, retired events, the handler's context, and the
+//! correlation and causation its commands inherit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -13,8 +15,8 @@ use jetsource::subscriber::{
     InMemoryDeadLetter, InMemoryDeadLetters, Subscriber, SubscriberConfig, SubscriberError,
 };
 use jetsource::{
-    AggregateId, AggregateKey, Event, EventSet, EventStore, ExpectedVersion, InMemoryStore,
-    NewEvent,
+    Aggregate, AggregateId, AggregateKey, Apply, Event, EventSet, EventStore, ExpectedVersion,
+    InMemoryStore, NewEvent, Repository,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -1050,4 +1052,73 @@ async fn one_subscriber_runs_per_durable_and_invalid_configurations_are_refused(
     again.shutdown().await.expect("shutdown");
     // A subscriber that never started has no consumer to find.
     assert!(InMemoryConsumer::find(&store, "no spaces").is_none());
+}
+
+/// A journal the handler below writes to through a repository.
+#[derive(EventSet, Debug, Clone, PartialEq)]
+enum JournalEvent {
+    Noted(Noted),
+}
+
+#[derive(Aggregate, Default)]
+#[aggregate(name = "journal", events = JournalEvent)]
+struct Journal {}
+
+impl Apply<Noted> for Journal {
+    fn apply(&mut self, _: Noted) {}
+}
+
+/// Notes every deposit in the journal: a command run by a handler.
+struct Journaling {
+    journal: Repository<Journal, InMemoryStore>,
+}
+
+impl Subscriber for Journaling {
+    type Event = Handled;
+
+    async fn handle(&self, event: Handled, _: &EventContext) -> Result<(), HandlerError> {
+        let Handled::Deposited(d) = event;
+        let text = format!("deposited {}", d.amount);
+        self.journal
+            .execute("j1", |_: &Journal| {
+                Ok::<_, Infallible>(vec![Noted { text: text.clone() }.into()])
+            })
+            .await
+            .map_err(|e| HandlerError::retryable(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_run_by_a_handler_inherit_the_events_correlation_and_cause() {
+    let store = InMemoryStore::new();
+    let mut first = deposit(1);
+    first.correlation_id = "request-1".into();
+    let mut second = deposit(2);
+    second.correlation_id = "request-2".into();
+    let first = append(&store, "a1", first).await;
+    let second = append(&store, "a2", second).await;
+    let handler = Journaling {
+        journal: Repository::new(store.clone()),
+    };
+    let running = subscriber::start_in_memory(&store, handler, fast_config("journal"))
+        .await
+        .expect("start");
+    wait_for("both deposits", || running.stats().handled == 2).await;
+    running.shutdown().await.expect("shutdown");
+
+    let journal = AggregateKey::new("journal", AggregateId::new("j1").expect("valid id"));
+    let notes = store.load(&journal, 1).await.expect("load");
+    let mut causes: Vec<(String, Option<String>)> = notes
+        .iter()
+        .map(|n| (n.correlation_id.clone(), n.causation_id.clone()))
+        .collect();
+    causes.sort();
+    assert_eq!(
+        causes,
+        vec![
+            ("request-1".to_owned(), Some(first.id.to_string())),
+            ("request-2".to_owned(), Some(second.id.to_string())),
+        ]
+    );
 }

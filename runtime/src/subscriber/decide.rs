@@ -3,9 +3,11 @@
 //! panicking handler counts, and what a handler failure leads to.
 //!
 //! The in-memory runtime uses all of it; the JetStream runtime has its own copies of the same
-//! rules (`context`, the decode-error match and the failure arms of `process` in `runtime.rs`)
+//! rules (`context`, the decode-error match, the panic catching and the failure arms of
+//! `process` in `runtime.rs`)
 //! and can switch to these without changing behaviour.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use futures::FutureExt;
 
 use super::config::SubscriberConfig;
 use super::dead_letter::DeadLetterReason;
-use super::{EventContext, HandlerError, Subscriber};
+use super::{EventContext, HandlerError};
 use crate::error::DecodeError;
 use crate::store::StoredEvent;
 
@@ -46,14 +48,13 @@ pub(crate) fn decode_failure_reason(error: &DecodeError) -> DeadLetterReason {
     }
 }
 
-/// Runs the handler once. A panic becomes a [`HandlerError::Permanent`] naming it: retrying
-/// the same code on the same event would panic again, and the subscriber must keep running.
-pub(crate) async fn run_handler<S: Subscriber>(
-    subscriber: &S,
-    event: S::Event,
-    ctx: &EventContext,
+/// Awaits one handler call. A panic becomes a [`HandlerError::Permanent`] naming it:
+/// retrying the same code on the same event would panic again, and the subscriber must keep
+/// running.
+pub(crate) async fn catch_panic(
+    call: impl Future<Output = Result<(), HandlerError>>,
 ) -> Result<(), HandlerError> {
-    AssertUnwindSafe(subscriber.handle(event, ctx))
+    AssertUnwindSafe(call)
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -141,6 +142,19 @@ mod tests {
                 error: "db down (after 3 attempts)".into()
             }
         );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_fails_permanently_naming_the_panic() {
+        let failed = catch_panic(async { panic!("bug on 99") })
+            .await
+            .unwrap_err();
+        assert!(!failed.is_retryable());
+        assert_eq!(
+            failed.to_string(),
+            "permanent failure: handler panicked: bug on 99"
+        );
+        assert!(catch_panic(async { Ok(()) }).await.is_ok());
     }
 
     #[test]

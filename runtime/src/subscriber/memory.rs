@@ -70,6 +70,7 @@ use tracing::Instrument;
 use super::config::{DeliverFrom, SubscriberConfig};
 use super::{Subscriber, SubscriberDefinition, SubscriberError, SubscriberStats};
 use crate::event_set::EventSet;
+use crate::observability::SubscriberMetrics;
 use crate::store::InMemoryStore;
 use dispatch::{Counters, Dispatcher, Shared};
 
@@ -201,12 +202,14 @@ pub async fn start_in_memory<S: Subscriber>(
     let counters = Arc::new(Counters::default());
     let span =
         tracing::info_span!("subscriber", durable = %config.durable_name, backend = "memory");
+    let metrics = SubscriberMetrics::new(&config.durable_name);
     let shared = Arc::new(Shared {
         subscriber,
         config,
         store: store.clone(),
         durable,
         counters: counters.clone(),
+        metrics,
         stop,
     });
     let task = tokio::spawn(Dispatcher::new(shared, lease).run().instrument(span));

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::durable::{Delivery, Durable, Lease, Source};
 use crate::event_set::EventSet;
+use crate::observability::{self, SubscriberMetrics};
 use crate::store::InMemoryStore;
 use crate::subscriber::config::{Idempotency, SubscriberConfig};
 use crate::subscriber::decide::{self, AfterFailure};
@@ -55,6 +56,7 @@ pub(crate) struct Shared<S: Subscriber> {
     pub(crate) store: InMemoryStore,
     pub(crate) durable: Arc<Durable>,
     pub(crate) counters: Arc<Counters>,
+    pub(crate) metrics: SubscriberMetrics,
     /// Set by the handle's shutdown: the dispatcher stops reading, retry pauses end.
     pub(crate) stop: watch::Receiver<bool>,
 }
@@ -146,6 +148,10 @@ impl<S: Subscriber> Dispatcher<S> {
         for delivery in durable.read(&self.shared.store, &self.wanted, room) {
             self.route(delivery);
         }
+        // Events not read yet, of any name: the store does not count per name, so this is an
+        // upper bound of what JetStream's pending count would say.
+        let unread = self.shared.store.last_position() - durable.cursor();
+        self.shared.metrics.lag.set(unread as f64);
     }
 
     fn route(&mut self, delivery: Delivery) {
@@ -271,20 +277,31 @@ async fn process<S: Subscriber>(shared: &Shared<S>, delivery: Delivery) {
         };
         durable.attempt_started(source);
         let ctx = decide::event_context(stored, attempt, redriven);
-        let span = tracing::debug_span!(
-            "handle",
+        let span = tracing::info_span!(
+            "jetsource.handle",
+            subscriber = %shared.config.durable_name,
             event_id = %stored.id,
             event = %stored.name,
-            aggregate = %stored.aggregate_id,
+            aggregate_type = %stored.aggregate_type,
+            aggregate_id = %stored.aggregate_id,
+            version = stored.sequence,
             position = stored.position,
             attempt
         );
-        let handled = decide::run_handler(&shared.subscriber, event, &ctx)
-            .instrument(span)
-            .await;
+        observability::continue_trace(&span, &stored.headers);
+        let started = Instant::now();
+        // Commands the handler runs inherit the event's correlation id, and the event as cause.
+        let call = shared.subscriber.handle(event, &ctx).instrument(span);
+        let call = observability::with_cause(&stored.correlation_id, stored.id, call);
+        let handled = decide::catch_panic(call).await;
+        let metrics = &shared.metrics;
+        metrics
+            .handler_seconds
+            .record(started.elapsed().as_secs_f64());
         let error = match handled {
             Ok(()) => {
                 bump(&counters.handled);
+                metrics.handled.increment(1);
                 durable.acknowledge(source, completion_ttl.map(|ttl| (stored.id, ttl)));
                 return;
             }
@@ -298,6 +315,7 @@ async fn process<S: Subscriber>(shared: &Shared<S>, delivery: Delivery) {
             AfterFailure::RetryAfter(delay) => {
                 tracing::warn!(event_id = %stored.id, attempt, ?delay, %error, "handler failed; retrying");
                 bump(&counters.retries);
+                metrics.retried.increment(1);
                 retries += 1;
                 attempt += 1;
                 if !pause(&shared.stop, delay).await {
@@ -328,4 +346,5 @@ fn dead_letter<S: Subscriber>(
         .durable
         .dead_letter(delivery.source, stored.clone(), reason, error, attempts);
     bump(&shared.counters.dead_lettered);
+    shared.metrics.dead_lettered(reason.as_str());
 }
