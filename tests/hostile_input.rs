@@ -257,8 +257,12 @@ proptest! {
                 prop_assert!(id.len() <= MAX_ID_BYTES);
                 prop_assert_eq!(found, first);
             }
+            (Err(InvalidId::NotAscii { found, .. }), None) => {
+                prop_assert_eq!(Some(found), id.chars().find(|c| !c.is_ascii_graphic()));
+            }
             (Ok(accepted), None) => {
                 prop_assert!(!id.is_empty() && id.len() <= MAX_ID_BYTES);
+                prop_assert!(id.chars().all(|c| c.is_ascii_graphic()), "{:?} accepted", id);
                 prop_assert_eq!(accepted.as_str(), id.as_str());
             }
             (result, forbidden) => prop_assert!(false, "{:?} -> {:?} (forbidden {:?})", id, result, forbidden),
@@ -453,7 +457,7 @@ const CONFUSABLES: &[&str] = &[
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn confusable_ids_are_refused_or_stay_one_aggregate() {
+async fn confusable_ids_are_refused_before_reaching_the_server() {
     let server = NatsServer::start();
     let store = support::store(&server, "CONFUSE").await;
     // Neighbours an injection would reach: `acc`, `acc-1`, and `acc.1` split as `acc` + `1`.
@@ -473,7 +477,10 @@ async fn confusable_ids_are_refused_or_stay_one_aggregate() {
         match AggregateId::new(*id) {
             Err(error) => {
                 assert!(
-                    matches!(error, InvalidId::ForbiddenChar { .. }),
+                    matches!(
+                        error,
+                        InvalidId::ForbiddenChar { .. } | InvalidId::NotAscii { .. }
+                    ),
                     "{id:?}: {error:?}"
                 );
                 refused += 1;
@@ -503,11 +510,7 @@ async fn confusable_ids_are_refused_or_stay_one_aggregate() {
             "{neighbour} was reached by a confusable id"
         );
     }
-    // Reported so the run shows which policy the id gate follows.
-    println!(
-        "confusable ids: {refused} refused, {} kept as their own aggregate",
-        CONFUSABLES.len() - refused
-    );
+    assert_eq!(refused, CONFUSABLES.len(), "every look-alike id is refused");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -638,10 +641,11 @@ fn stored_events_with_missing_or_garbage_metadata_load_as_corrupt() {
 const MAX_PAYLOAD: u32 = 16 * 1024;
 
 fn is_max_payload_error(error: &StoreError) -> bool {
-    // async-nats checks the size before sending; its message names the limit.
+    // The store checks every event's size before it sends anything.
     matches!(error, StoreError::Backend(inner)
         if matches!(inner.downcast_ref::<JetStreamError>(),
-            Some(JetStreamError::Client(message)) if message.contains("max payload")))
+            Some(JetStreamError::EventTooLarge { event, bytes, max })
+                if event == "deposited" && *bytes > *max && *max == MAX_PAYLOAD as usize))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,13 +684,14 @@ async fn payloads_over_the_servers_max_payload_are_refused_and_nothing_is_stored
         .unwrap_err();
     assert!(is_max_payload_error(&error), "{error:?}");
     assert_eq!(
+        sent(&store),
+        sent_before,
+        "an oversized event is refused before any message of its commit leaves"
+    );
+    assert_eq!(
         stream_state(&store).await.0,
         0,
         "an oversized append stored something"
-    );
-    assert!(
-        sent(&store) > sent_before,
-        "the batch's first message was sent, as expected"
     );
 
     // A snapshot too big for the server is refused with its own variant.

@@ -409,14 +409,18 @@ async fn a_read_only_user_reads_and_cannot_append() {
         .await
         .unwrap_err();
     let waited = started.elapsed();
-    // The server refuses the publish with an asynchronous `-ERR` and never answers the request,
-    // so the append ends at the request timeout. A `PermissionDenied` error would need the store
-    // to match that `-ERR` to its request (see RELIABILITY.md); until then the refusal is named
-    // in the log, next to the timeout.
+    // The server refuses the publish with an asynchronous `-ERR` and never answers the request;
+    // the store matches that `-ERR` to the timed-out append and names the subject.
     assert!(
         matches!(&error, StoreError::Backend(inner)
-            if matches!(inner.downcast_ref::<JetStreamError>(), Some(JetStreamError::Timeout))),
+            if matches!(inner.downcast_ref::<JetStreamError>(),
+                Some(JetStreamError::PermissionDenied { subject })
+                    if subject == "secure.account.perm-1.deposited")),
         "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("permissions violation"),
+        "{error}"
     );
     assert!(waited < Duration::from_secs(5), "took {waited:?}");
     let refusal = "Permissions Violation for Publish to \"secure.account.perm-1.deposited\"";

@@ -28,16 +28,29 @@ pub enum InvalidId {
         /// The first forbidden character.
         found: char,
     },
+    /// The id contains a character outside printable ASCII. Look-alikes (a fullwidth `．` or
+    /// `＊`, a Cyrillic `а`) would let two ids that read the same name two aggregates.
+    #[error(
+        "aggregate id {id:?} contains {found:?}; ids are printable ASCII, so encode other \
+         characters (for example percent-encoding)"
+    )]
+    NotAscii {
+        /// The offending id (cut to 64 characters).
+        id: String,
+        /// The first character outside printable ASCII.
+        found: char,
+    },
 }
 
-/// A validated aggregate id: one NATS subject token (no `.`, `*`, `>`, whitespace or control
-/// characters, at most 255 bytes).
+/// A validated aggregate id: one NATS subject token of printable ASCII (no `.`, `*`, `>`,
+/// spaces or control characters, nothing that only looks like ASCII), at most 255 bytes.
 ///
 /// ```
 /// use jetsource::{AggregateId, InvalidId};
 /// assert_eq!(AggregateId::new("acc-42").unwrap().as_str(), "acc-42");
 /// assert!(matches!(AggregateId::new("a.b"), Err(InvalidId::ForbiddenChar { found: '.', .. })));
 /// assert_eq!(AggregateId::new(""), Err(InvalidId::Empty));
+/// assert!(matches!(AggregateId::new("a\u{ff0e}b"), Err(InvalidId::NotAscii { .. })));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AggregateId(String);
@@ -101,6 +114,12 @@ pub(crate) fn validate_token(token: &str) -> Result<(), InvalidId> {
             found,
         });
     }
+    if let Some(found) = token.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(InvalidId::NotAscii {
+            id: token.chars().take(64).collect(),
+            found,
+        });
+    }
     Ok(())
 }
 
@@ -119,6 +138,15 @@ mod tests {
             );
         }
         assert_eq!(AggregateId::new(""), Err(InvalidId::Empty));
+        for look_alike in ["a\u{ff0e}b", "\u{ff0a}", "\u{430}cc", "ü", "a\u{200b}b"] {
+            assert!(
+                matches!(
+                    AggregateId::new(look_alike),
+                    Err(InvalidId::NotAscii { .. })
+                ),
+                "{look_alike:?} was accepted"
+            );
+        }
         assert_eq!(
             AggregateId::new("x".repeat(256)),
             Err(InvalidId::TooLong { len: 256 })
@@ -130,7 +158,9 @@ mod tests {
         for good in [
             "acc-1",
             "0190c0de-0000-7000-8000-000000000000",
-            "ü",
+            "user@example",
+            "a+b=c~d",
+            "order#7/line:2",
             &"x".repeat(255),
         ] {
             assert!(AggregateId::new(good).is_ok(), "{good:?} was rejected");

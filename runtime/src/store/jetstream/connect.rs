@@ -1,5 +1,6 @@
 //! How to reach the NATS servers: URLs, credentials, TLS and reconnects.
 
+use super::refusals::Refusals;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -181,8 +182,26 @@ impl ConnectOptions {
         self
     }
 
-    /// Connects, mapping failures to typed errors.
-    pub(crate) async fn connect(&self) -> Result<async_nats::Client, JetStreamError> {
+    /// Connects with these options, mapping failures to typed errors: the async-nats client
+    /// a [`JetStreamStore`](crate::JetStreamStore) would use, for tools that need the raw
+    /// connection too.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), jetsource::JetStreamError> {
+    /// let options = jetsource::JetStreamConnectOptions::new(["nats://127.0.0.1:4222"]);
+    /// let client = options.connect().await?;
+    /// println!("connected to {}", client.server_info().server_name);
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(&self) -> Result<async_nats::Client, JetStreamError> {
+        self.connect_recording(Refusals::default()).await
+    }
+
+    /// Connects, recording the server's permission refusals in `refusals`.
+    pub(crate) async fn connect_recording(
+        &self,
+        refusals: Refusals,
+    ) -> Result<async_nats::Client, JetStreamError> {
         if self.urls.is_empty() {
             return Err(JetStreamError::InvalidConfig("no server URL given".into()));
         }
@@ -217,11 +236,17 @@ impl ConnectOptions {
             options = options.retry_on_initial_connect();
         }
         // The server reports some refusals only asynchronously (`-ERR 'Permissions Violation
-        // for Publish to "<subject>"'`): the refused request itself just times out. Logging
-        // them names the cause next to the timeout. Server errors carry no credentials.
-        options = options.event_callback(|event| async move {
-            if let async_nats::Event::ServerError(error) = event {
-                tracing::warn!(%error, "the NATS server refused an operation");
+        // for Publish to "<subject>"'`): the refused request itself just times out. They are
+        // logged and recorded, so the timed-out append can name the cause. Server errors carry
+        // no credentials.
+        options = options.event_callback(move |event| {
+            let refusals = refusals.clone();
+            async move {
+                if let async_nats::Event::ServerError(error) = event {
+                    let error = error.to_string();
+                    tracing::warn!(%error, "the NATS server refused an operation");
+                    refusals.record(&error);
+                }
             }
         });
         let max_delay = self.max_reconnect_delay;

@@ -47,6 +47,13 @@ pub enum JetStreamError {
         /// Why.
         reason: String,
     },
+    /// The connection's user may not publish to the subject: the server refused the append,
+    /// and nothing was stored. Grant the publish permission, or append with another user.
+    #[error("the NATS server refused to publish to {subject}: permissions violation")]
+    PermissionDenied {
+        /// The refused subject.
+        subject: String,
+    },
     /// The server did not answer in time; an append may or may not have happened (retrying
     /// with the same command id is safe).
     #[error("NATS request timed out")]
@@ -77,6 +84,16 @@ pub enum JetStreamError {
         aggregate: String,
         /// How many times it was tried.
         attempts: u32,
+    },
+    /// An event (payload plus metadata) is larger than the server accepts; nothing was sent.
+    #[error("event {event} of {bytes} bytes exceeds the server's max payload ({max} bytes)")]
+    EventTooLarge {
+        /// The event's wire name.
+        event: String,
+        /// Its size with metadata (an upper bound).
+        bytes: usize,
+        /// The server's limit.
+        max: usize,
     },
     /// The snapshot is larger than the server accepts.
     #[error("snapshot of {bytes} bytes exceeds the server's max payload ({max} bytes)")]

@@ -114,6 +114,26 @@ pub(crate) fn validate(event: &NewEvent) -> Result<(), JetStreamError> {
     Ok(())
 }
 
+/// An upper bound of the bytes one event's message takes against the server's max payload:
+/// its payload, its metadata headers, and room for the NATS control headers of an append.
+pub(crate) fn message_size(event: &NewEvent, command_id: Option<&str>) -> usize {
+    // Fixed header names and values (ids, numbers, codec, OCC and batch headers) stay well
+    // below this; what varies is counted below.
+    const FIXED: usize = 640;
+    let command = command_id.map_or(0, |c| 2 * c.len());
+    let causation = event.causation_id.as_ref().map_or(0, String::len);
+    let user: usize = (event.headers.iter())
+        .map(|(name, value)| 2 * (USER_PREFIX.len() + name.len() + value.len() + 4))
+        .sum();
+    FIXED
+        + event.payload.len()
+        + event.name.len()
+        + event.correlation_id.len()
+        + causation
+        + command
+        + user
+}
+
 /// The headers of one event message (without NATS control headers). Call [`validate`] first.
 pub(crate) fn encode(event: &NewEvent, sequence: u64, command_id: Option<&str>) -> HeaderMap {
     let mut headers = HeaderMap::new();

@@ -99,6 +99,7 @@ mod error;
 pub(crate) mod headers;
 mod load;
 mod publish;
+mod refusals;
 mod snapshot;
 mod store;
 

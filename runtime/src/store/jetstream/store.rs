@@ -12,6 +12,7 @@ use super::cache::{self, AggregateState, Cache, Head};
 use super::config::StreamConfig;
 use super::connect::ConnectOptions;
 use super::error::JetStreamError;
+use super::refusals::Refusals;
 use super::{headers, load, snapshot};
 use crate::store::{
     AggregateKey, AppendOutcome, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
@@ -59,6 +60,11 @@ struct Inner {
     anchors: Mutex<HashMap<AggregateKey, (u64, u64)>>,
     /// The server keeps at most 50 open atomic batches per stream (error 10210 past it).
     batches: tokio::sync::Semaphore,
+    /// The server's max payload when the store was opened (reading it per append would copy
+    /// the whole server info); 0 when unknown.
+    max_payload: usize,
+    /// Publishes the server refused (recorded only on connections the store opened itself).
+    refusals: Refusals,
 }
 
 impl std::fmt::Debug for JetStreamStore {
@@ -79,8 +85,13 @@ impl JetStreamStore {
         config: StreamConfig,
     ) -> Result<Self, JetStreamError> {
         config.validate()?;
-        let client = options.connect().await?;
-        Self::with_client(client, config, options.request_timeout).await
+        let refusals = Refusals::default();
+        let client = options.connect_recording(refusals.clone()).await?;
+        let mut store = Self::with_client(client, config, options.request_timeout).await?;
+        if let Some(inner) = Arc::get_mut(&mut store.inner) {
+            inner.refusals = refusals;
+        }
+        Ok(store)
     }
 
     /// Like [`JetStreamStore::connect`], over an existing async-nats client.
@@ -108,6 +119,7 @@ impl JetStreamStore {
         let kv = ensure_bucket(&js, &config).await?;
         Ok(JetStreamStore {
             inner: Arc::new(Inner {
+                max_payload: client.server_info().max_payload,
                 client,
                 stream,
                 kv,
@@ -116,6 +128,7 @@ impl JetStreamStore {
                 cache: Cache::new(DEFAULT_CACHE_CAPACITY),
                 anchors: Mutex::new(HashMap::new()),
                 batches: tokio::sync::Semaphore::new(MAX_OPEN_BATCHES),
+                refusals: Refusals::default(),
             }),
         })
     }
@@ -295,8 +308,21 @@ impl JetStreamStore {
         if let Some(command) = command_id {
             headers::check_value("command id", command)?;
         }
+        let max_payload = match self.inner.max_payload {
+            0 => self.inner.client.server_info().max_payload,
+            known => known,
+        };
         for event in &events {
             headers::validate(event)?;
+            let bytes = headers::message_size(event, command_id);
+            if max_payload > 0 && bytes > max_payload {
+                return Err(JetStreamError::EventTooLarge {
+                    event: event.name.to_owned(),
+                    bytes,
+                    max: max_payload,
+                }
+                .into());
+            }
         }
         let stem = self.stem(key);
         let wildcard = format!("{stem}.*");
@@ -354,6 +380,11 @@ impl JetStreamStore {
             let published = match published {
                 Ok(published) => published,
                 Err(error) => {
+                    // A timeout may be the server's silent answer to a publish it refused.
+                    let error = self.refusal_behind(error, &stem);
+                    if is_permission_denied(&error) {
+                        return Err(error);
+                    }
                     // The outcome is unknown (timeout, lost connection, rejected batch): forget
                     // what we knew, and for an idempotent command look whether it landed.
                     self.inner.cache.remove(key);
@@ -475,7 +506,27 @@ async fn ensure_bucket(
     .map_err(|e| JetStreamError::Client(format!("snapshot bucket: {e}")))
 }
 
+/// Whether `error` is [`JetStreamError::PermissionDenied`].
+fn is_permission_denied(error: &StoreError) -> bool {
+    matches!(error, StoreError::Backend(inner)
+        if matches!(inner.downcast_ref::<JetStreamError>(), Some(JetStreamError::PermissionDenied { .. })))
+}
+
 impl JetStreamStore {
+    /// Turns a timed-out append whose subject under `stem` the server refused into
+    /// [`JetStreamError::PermissionDenied`].
+    fn refusal_behind(&self, error: StoreError, stem: &str) -> StoreError {
+        let timed_out = matches!(&error, StoreError::Backend(inner)
+            if matches!(inner.downcast_ref::<JetStreamError>(), Some(JetStreamError::Timeout)));
+        if !timed_out {
+            return error;
+        }
+        match (self.inner.refusals).refused_under(stem, self.inner.timeout * 2) {
+            Some(subject) => JetStreamError::PermissionDenied { subject }.into(),
+            None => error,
+        }
+    }
+
     async fn load_traced(
         &self,
         key: &AggregateKey,
