@@ -680,3 +680,25 @@ async fn published_events_outside_aggregates_reach_subscribers_once_in_order_per
         assert_eq!(amounts, (1..=20).collect::<Vec<_>>(), "order of {key}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_handle_leaves_the_subscriber_running() {
+    let server = NatsServer::start();
+    let store = connect(&server, "DROPPED").await;
+    let rec = Arc::new(Recorder::default());
+    let handle = subscriber::start(
+        &store,
+        Recording {
+            rec: rec.clone(),
+            work: Duration::ZERO,
+        },
+        fast_config("detached"),
+    )
+    .await
+    .expect("start");
+    drop(handle);
+    // Appended after the drop: only a subscriber still running can handle them.
+    seed(&store, 3, 5).await;
+    wait_for("events appended after the drop", || rec.completed() == 15).await;
+    assert_in_order(&rec, 3, 5);
+}

@@ -15,6 +15,7 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures::StreamExt;
 
+use super::config::Placement;
 use super::SubscriberError;
 use crate::JetStreamStore;
 
@@ -138,12 +139,13 @@ pub(crate) fn redrive_subject(event_stream: &str, durable: &str) -> String {
 pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     event_stream: &str,
-    storage: stream::StorageType,
+    placement: Placement,
 ) -> Result<stream::Stream, SubscriberError> {
     js.get_or_create_stream(stream::Config {
         name: stream_name(event_stream),
         subjects: vec![format!("{}.>", base_subject(event_stream))],
-        storage,
+        storage: placement.storage,
+        num_replicas: placement.replicas,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
     })
@@ -250,7 +252,7 @@ impl DeadLetters {
     pub async fn open(store: &JetStreamStore) -> Result<Self, SubscriberError> {
         let js = jetstream::new(store.client().clone());
         let event_stream = store.config().name.clone();
-        ensure_stream(&js, &event_stream, stream::StorageType::File).await?;
+        ensure_stream(&js, &event_stream, Placement::of(store)).await?;
         Ok(DeadLetters { js, event_stream })
     }
 

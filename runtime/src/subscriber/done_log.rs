@@ -21,6 +21,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::config::Placement;
 use super::SubscriberError;
 
 /// How far before the newest completion the start-up load reaches.
@@ -98,7 +99,7 @@ impl<T: Send + 'static> DoneLog<T> {
         event_stream: &str,
         durable: &str,
         ttl: Duration,
-        storage: stream::StorageType,
+        placement: Placement,
         stopping: watch::Receiver<bool>,
         stored: mpsc::UnboundedSender<Vec<T>>,
     ) -> Result<DoneLog<T>, SubscriberError> {
@@ -107,7 +108,8 @@ impl<T: Send + 'static> DoneLog<T> {
             .get_or_create_stream(stream::Config {
                 name: stream_name(event_stream, durable),
                 subjects: vec![subject.clone()],
-                storage,
+                storage: placement.storage,
+                num_replicas: placement.replicas,
                 max_age: ttl,
                 ..Default::default()
             })

@@ -99,7 +99,7 @@ impl<S: Subscriber> Group<S> {
             .js
             .get_or_create_stream(stream::Config {
                 name: name.clone(),
-                storage: base.storage,
+                storage: base.placement.storage,
                 num_replicas: replicas,
                 sources: Some(vec![stream::Source {
                     name: base.stream.clone(),
@@ -119,7 +119,7 @@ impl<S: Subscriber> Group<S> {
                     bucket: bucket.clone(),
                     history: 1,
                     max_age: base.config.member_ttl,
-                    storage: base.storage,
+                    storage: base.placement.storage,
                     num_replicas: replicas,
                     ..Default::default()
                 })
@@ -146,13 +146,15 @@ impl<S: Subscriber> Group<S> {
         let mut tick = tokio::time::interval(beat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(member = %self.me, partitions = self.partitions, "joined the subscriber group");
+        let mut detached = false;
         loop {
             tokio::select! {
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
-                        break;
-                    }
-                }
+                changed = stop.changed(), if !detached => match changed {
+                    // The handle was dropped: the subscriber runs on, as documented.
+                    Err(_) => detached = true,
+                    Ok(()) if *stop.borrow() => break,
+                    Ok(()) => {}
+                },
                 _ = tick.tick() => self.rebalance().await,
             }
         }

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::config::{AckMode, DeliverFrom, Idempotency, SubscriberConfig};
+use super::config::{AckMode, DeliverFrom, Idempotency, Placement, SubscriberConfig};
 use super::dead_letter::{self, DeadLetterDraft, DeadLetterReason};
 use super::done_log::DoneLog;
 use super::{EventContext, HandlerError, Subscriber, SubscriberError};
@@ -36,7 +36,7 @@ use crate::event_set::EventSet;
 use crate::observability::{self, SubscriberMetrics};
 use crate::store::jetstream::headers;
 use crate::store::StoredEvent;
-use crate::{JetStreamStorage, JetStreamStore};
+use crate::JetStreamStore;
 
 /// Counters of a running subscriber.
 ///
@@ -197,11 +197,8 @@ pub async fn start<S: Subscriber>(
     }
     let js = jetstream::new(store.client().clone());
     let stream = store.config().name.clone();
-    let storage = match store.config().storage {
-        JetStreamStorage::Memory => stream::StorageType::Memory,
-        _ => stream::StorageType::File,
-    };
-    let dead_letters = dead_letter::ensure_stream(&js, &stream, storage).await?;
+    let placement = Placement::of(store);
+    let dead_letters = dead_letter::ensure_stream(&js, &stream, placement).await?;
     let counters = Arc::new(Counters::default());
     let span = tracing::info_span!("subscriber", durable = %config.durable_name);
     let base = LaneBase {
@@ -209,7 +206,7 @@ pub async fn start<S: Subscriber>(
         subscriber: Arc::new(subscriber),
         prefix: store.config().prefix.clone(),
         stream,
-        storage,
+        placement,
         dead_letters,
         counters: counters.clone(),
         config,
@@ -241,7 +238,8 @@ pub(crate) struct LaneBase<S: Subscriber> {
     pub(crate) prefix: String,
     /// The event stream's name.
     pub(crate) stream: String,
-    pub(crate) storage: stream::StorageType,
+    /// The event stream's storage and replicas, which its subscriber state follows.
+    pub(crate) placement: Placement,
     pub(crate) dead_letters: stream::Stream,
     counters: Arc<Counters>,
 }
@@ -279,7 +277,7 @@ pub(crate) async fn open_lane<S: Subscriber>(
                 &base.stream,
                 &config.durable_name,
                 ttl,
-                base.storage,
+                base.placement,
                 shutdown_rx.clone(),
                 stored_tx,
             )
@@ -636,6 +634,7 @@ impl<S: Subscriber> Dispatcher<S> {
         let shared = self.shared.clone();
         let config = &shared.config;
         let mut shutdown = self.stop.clone();
+        let mut detached = false;
         let mut held: Vec<Delivery> = Vec::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut stored = self.stored.take();
@@ -668,11 +667,12 @@ impl<S: Subscriber> Dispatcher<S> {
 
         loop {
             tokio::select! {
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        break;
-                    }
-                }
+                changed = shutdown.changed(), if !detached => match changed {
+                    // The handle was dropped: the subscriber runs on, as documented.
+                    Err(_) => detached = true,
+                    Ok(()) if *shutdown.borrow() => break,
+                    Ok(()) => {}
+                },
                 msg = next_message(&mut events_msgs) => match msg {
                     Some(Ok(msg)) => {
                         self.note_pin(&msg);
