@@ -73,6 +73,7 @@ impl Apply<Audited> for Audit {
     }
 }
 
+// ANCHOR: auditor
 /// Audits every deposit with a command of its own; fails once retryably on amount 2 and
 /// permanently on amount 13.
 struct Auditor {
@@ -101,6 +102,7 @@ impl Subscriber for Auditor {
         Ok(())
     }
 }
+// ANCHOR_END: auditor
 
 type SpanRecords = Arc<Mutex<Vec<(String, BTreeMap<String, String>)>>>;
 
@@ -162,6 +164,7 @@ struct Telemetry {
 fn telemetry() -> &'static Telemetry {
     static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
     TELEMETRY.get_or_init(|| {
+        // ANCHOR: telemetry
         let recorder = DebuggingRecorder::new();
         let metrics = recorder.snapshotter();
         recorder.install().expect("install the metrics recorder");
@@ -174,6 +177,7 @@ fn telemetry() -> &'static Telemetry {
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("jetsource-test")))
             .with(SpanLog(spans.clone()));
         tracing::subscriber::set_global_default(subscriber).expect("install tracing");
+        // ANCHOR_END: telemetry
         Telemetry {
             spans,
             exporter,
@@ -253,6 +257,7 @@ async fn spans_metrics_causation_and_one_trace_from_request_to_handler() {
         .expect("start");
 
     // The request: one deposit per account, inside a span of the caller's own.
+    // ANCHOR: request
     for (account, amount) in [("a1", 1), ("a2", 2), ("a13", 13)] {
         let meta = CommandMetadata::default().correlation_id(format!("req-{account}"));
         accounts
@@ -263,6 +268,7 @@ async fn spans_metrics_causation_and_one_trace_from_request_to_handler() {
             .await
             .expect("deposit");
     }
+    // ANCHOR_END: request
     wait_for("two audits and one dead letter", || {
         running.stats().handled == 2 && running.stats().dead_lettered == 1
     })
@@ -272,6 +278,7 @@ async fn spans_metrics_causation_and_one_trace_from_request_to_handler() {
     running.shutdown().await.expect("shutdown");
 
     // Correlation and causation: the audit command took them from the handled deposit.
+    // ANCHOR: causation
     for account in ["a1", "a2"] {
         let deposit = store
             .load(&key("account", account), 1)
@@ -292,6 +299,7 @@ async fn spans_metrics_causation_and_one_trace_from_request_to_handler() {
             "the audit carries the trace"
         );
     }
+    // ANCHOR_END: causation
 
     // Spans with their fields.
     let appends = spans_named(telemetry, "jetsource.append");
@@ -318,6 +326,7 @@ async fn spans_metrics_causation_and_one_trace_from_request_to_handler() {
     assert!(!spans_named(telemetry, "jetsource.load").is_empty());
 
     // Metrics (a snapshot drains the recorder: take one).
+    // ANCHOR: metrics
     let metrics: Metrics = telemetry.metrics.snapshot().into_vec();
     assert!(counter(&metrics, EVENTS_APPENDED, &[("aggregate_type", "account")]) >= 3);
     assert!(counter(&metrics, EVENTS_APPENDED, &[("aggregate_type", "audit")]) >= 2);
@@ -345,6 +354,7 @@ async fn spans_metrics_causation_and_one_trace_from_request_to_handler() {
         Some(DebugValue::Gauge(lag)) => assert_eq!(lag.into_inner(), 0.0),
         other => panic!("consumer lag gauge: {other:?}"),
     }
+    // ANCHOR_END: metrics
 
     // One trace: request -> execute -> append, and on the consumer side handle -> execute of the
     // audit, all with the request's trace id.

@@ -381,6 +381,7 @@ async fn a_retryable_error_is_retried_with_backoff_then_succeeds_blocking_only_i
     assert_eq!(stats.dead_lettered, 0);
 }
 
+// ANCHOR: picky
 /// Rejects amount 13 permanently until `accept` is set, fails amount 7 forever and panics on
 /// 99; records the rest with whether it was redriven and its delivery count.
 #[derive(Default)]
@@ -413,6 +414,7 @@ impl Subscriber for Picky {
         Ok(())
     }
 }
+// ANCHOR_END: picky
 
 impl Picky {
     fn amounts_of(&self, aggregate: &str) -> Vec<u64> {
@@ -424,11 +426,13 @@ impl Picky {
     }
 }
 
+// ANCHOR: poison_config
 fn poison_config(durable: &str) -> SubscriberConfig {
     fast_config(durable)
         .max_deliver(3)
         .backoff([Duration::from_millis(10)])
 }
+// ANCHOR_END: poison_config
 
 fn by_event_id(letters: &[InMemoryDeadLetter]) -> HashMap<Uuid, InMemoryDeadLetter> {
     letters.iter().map(|l| (l.event.id, l.clone())).collect()
@@ -471,6 +475,7 @@ async fn poison_events_are_dead_lettered_with_their_reasons_while_later_events_f
         stats.retries, 2,
         "amount 7: attempts 1 and 2 retried, 3 gave up"
     );
+    // ANCHOR: dead_letters
     let letters = InMemoryDeadLetters::new(&store).list("poison");
     let sequences: Vec<u64> = letters.iter().map(|l| l.dead_letter_sequence).collect();
     assert_eq!(sequences, vec![1, 2, 3, 4, 5]);
@@ -489,6 +494,7 @@ async fn poison_events_are_dead_lettered_with_their_reasons_while_later_events_f
     assert_eq!(letter(exhausted).error, "never works (after 3 attempts)");
     assert_eq!(letter(panicking).reason, DeadLetterReason::Permanent);
     assert!(letter(panicking).error.contains("bug on 99"));
+    // ANCHOR_END: dead_letters
     // The original event travels with its letter.
     let original = &letter(permanent).event;
     assert_eq!(
@@ -511,6 +517,7 @@ async fn redriven_dead_letters_reach_the_subscriber_again_running_or_restarted()
     let permanent = append(&store, "a1", deposit(13)).await;
     let exhausted = append(&store, "a2", deposit(7)).await;
     let bad_payload = append(&store, "a3", new_event("deposited", 1, b"not json")).await;
+    // ANCHOR: redrive
     let picky = Arc::new(Picky::default());
     let dead = InMemoryDeadLetters::new(&store);
     let running = subscriber::start_in_memory(&store, picky.clone(), poison_config("redrive"))
@@ -530,6 +537,7 @@ async fn redriven_dead_letters_reach_the_subscriber_again_running_or_restarted()
     );
     let left: HashSet<Uuid> = dead.list("redrive").iter().map(|l| l.event.id).collect();
     assert_eq!(left, HashSet::from([exhausted.id, bad_payload.id]));
+    // ANCHOR_END: redrive
     running.shutdown().await.expect("shutdown");
 
     // Redriven while no subscriber runs: the next start handles them; both still fail and are
@@ -645,9 +653,11 @@ async fn after_a_crash_unacknowledged_events_come_first_and_in_order() {
         blocking.entered.load(Ordering::SeqCst) && rec.completed() == 3
     })
     .await;
+    // ANCHOR: crash
     first.abort().await;
     let pending: Vec<u64> = a1[1..].iter().map(|a| a.position).collect();
     assert_eq!(consumer(&store, "crash").unacknowledged(), pending);
+    // ANCHOR_END: crash
 
     // Second run: a new event arrived meanwhile; everything flows in order, once.
     append(&store, "a1", deposit(6)).await;
@@ -729,6 +739,7 @@ async fn redelivered_events_the_handler_completed_never_reach_it_again() {
     let ids = seed(&store, 10, 1..=10).await;
     let rec = Arc::new(Recorder::default());
     let handler = Recording::new(&rec, Duration::ZERO);
+    // ANCHOR: redeliver
     let running = subscriber::start_in_memory(&store, handler.clone(), fast_config("dedupe"))
         .await
         .expect("start");
@@ -743,6 +754,7 @@ async fn redelivered_events_the_handler_completed_never_reach_it_again() {
     .await;
     let stats = running.shutdown().await.expect("shutdown");
     assert_eq!(stats.handled, 100);
+    // ANCHOR_END: redeliver
     // Once more while stopped: the next start skips them too.
     consumer(&store, "dedupe").redeliver_from(50);
     let restarted = subscriber::start_in_memory(&store, handler, fast_config("dedupe"))
@@ -764,6 +776,7 @@ async fn redelivered_events_the_handler_completed_never_reach_it_again() {
 
     // Control: without idempotency the same redelivery does reach the handler, marked as a
     // second delivery, so the check above is what kept it away.
+    // ANCHOR: unprotected
     let unprotected = Arc::new(Recorder::default());
     let config = fast_config("unprotected").idempotency(Idempotency::Off);
     let running =
@@ -776,6 +789,7 @@ async fn redelivered_events_the_handler_completed_never_reach_it_again() {
     running.shutdown().await.expect("shutdown");
     let counts = unprotected.delivery_counts.lock().unwrap().clone();
     assert_eq!(counts.iter().filter(|&&c| c == 2).count(), 100);
+    // ANCHOR_END: unprotected
 }
 
 /// Both generations of `Opened` and deposits.
@@ -1068,6 +1082,7 @@ impl Apply<Noted> for Journal {
     fn apply(&mut self, _: Noted) {}
 }
 
+// ANCHOR: journaling
 /// Notes every deposit in the journal: a command run by a handler.
 struct Journaling {
     journal: Repository<Journal, InMemoryStore>,
@@ -1088,10 +1103,12 @@ impl Subscriber for Journaling {
         Ok(())
     }
 }
+// ANCHOR_END: journaling
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_run_by_a_handler_inherit_the_events_correlation_and_cause() {
     let store = InMemoryStore::new();
+    // ANCHOR: inherited
     let mut first = deposit(1);
     first.correlation_id = "request-1".into();
     let mut second = deposit(2);
@@ -1121,4 +1138,5 @@ async fn commands_run_by_a_handler_inherit_the_events_correlation_and_cause() {
             ("request-2".to_owned(), Some(second.id.to_string())),
         ]
     );
+    // ANCHOR_END: inherited
 }
