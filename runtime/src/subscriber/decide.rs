@@ -2,10 +2,7 @@
 //! from: the context its handler gets, which dead-letter reason a decoding failure is, how a
 //! panicking handler counts, and what a handler failure leads to.
 //!
-//! The in-memory runtime uses all of it; the JetStream runtime has its own copies of the same
-//! rules (`context`, the decode-error match, the panic catching and the failure arms of
-//! `process` in `runtime.rs`)
-//! and can switch to these without changing behaviour.
+//! Both the in-memory runtime and the JetStream runtime (`runtime/process.rs`) use all of it.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -1,0 +1,92 @@
+//! The durable consumers a lane pulls from: their filter subjects, start position and
+//! configuration.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy, PriorityPolicy};
+use async_nats::jetstream::stream;
+
+use crate::event_set::EventSet;
+use crate::subscriber::config::{DeliverFrom, SubscriberConfig};
+use crate::subscriber::SubscriberError;
+
+/// The priority group of partition consumers: one pinned process per partition.
+pub(crate) const PRIORITY_GROUP: &str = "jetsource";
+
+/// `<prefix>.*.*.<name>` for every handled name.
+pub(crate) fn filter_subjects<E: EventSet>(prefix: &str) -> Vec<String> {
+    E::known_names()
+        .iter()
+        .map(|name| format!("{prefix}.*.*.{name}"))
+        .collect()
+}
+
+/// `<prefix>.<partition>.*.*.<name>` for every handled name: the partition stream's subjects.
+pub(super) fn partition_filters<E: EventSet>(prefix: &str, partition: u16) -> Vec<String> {
+    E::known_names()
+        .iter()
+        .map(|name| format!("{prefix}.{partition}.*.*.{name}"))
+        .collect()
+}
+
+pub(super) fn deliver_policy(from: DeliverFrom) -> DeliverPolicy {
+    match from {
+        DeliverFrom::All => DeliverPolicy::All,
+        DeliverFrom::New => DeliverPolicy::New,
+        DeliverFrom::Position(seq) => DeliverPolicy::ByStartSequence {
+            start_sequence: seq.max(1),
+        },
+        DeliverFrom::Time(at) => {
+            let nanos = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            match async_nats::datetime::from_nanos(nanos as i128) {
+                Ok(start_time) => DeliverPolicy::ByStartTime { start_time },
+                Err(e) => {
+                    tracing::warn!(error = %e, "start time out of range; delivering all");
+                    DeliverPolicy::All
+                }
+            }
+        }
+    }
+}
+
+/// Creates the durable consumer, or updates an existing one to `config` (filter subjects, ack
+/// wait and pending limit may change; the start position of an existing consumer cannot).
+/// `pin_ttl` makes it a partition consumer: one pinned process at a time.
+pub(super) async fn ensure_consumer(
+    stream: &stream::Stream,
+    config: &SubscriberConfig,
+    filters: Vec<String>,
+    name: &str,
+    deliver_policy: DeliverPolicy,
+    pin_ttl: Option<Duration>,
+) -> Result<Consumer<pull::Config>, SubscriberError> {
+    let (priority_policy, priority_groups, priority_timeout) = match pin_ttl {
+        Some(ttl) => (
+            PriorityPolicy::PinnedClient,
+            vec![PRIORITY_GROUP.to_owned()],
+            ttl,
+        ),
+        None => (PriorityPolicy::None, Vec::new(), Duration::ZERO),
+    };
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.to_owned()),
+            filter_subjects: filters,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            // The runtime counts attempts and dead-letters itself; the server never drops a
+            // message silently.
+            max_deliver: -1,
+            max_ack_pending: config.max_ack_pending as i64,
+            deliver_policy,
+            priority_policy,
+            priority_groups,
+            priority_timeout,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| SubscriberError::js(format!("creating consumer {name}"), e))
+}

@@ -1,0 +1,444 @@
+//! The dispatcher: pulls, routes to the workers, acks stored completions, keeps handed-out
+//! messages in progress and holds delivery back while its [`Gate`] settles.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, Consumer};
+use async_nats::jetstream::{stream, Message};
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::consumer::{deliver_policy, ensure_consumer, PRIORITY_GROUP};
+use super::process::{acked, nak, worker};
+use super::router::{Completion, Done, Router};
+use super::{Delivery, Shared, Source};
+use crate::subscriber::dead_letter;
+use crate::subscriber::{Subscriber, SubscriberError};
+
+/// Whether messages may be handled yet.
+///
+/// After a start with unacknowledged messages on the consumer (a previous process died, or
+/// shut down while messages were on their way to it), or after a reconnect, some earlier
+/// messages may come back only after the ack wait. Until every message the server counts as
+/// pending is in this process's hands, nothing is handled; then the held messages are released
+/// in stream order, so no aggregate's later event overtakes an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Gate {
+    /// Everything flows.
+    Open,
+    /// Hold everything until the server's pending count is covered by what is held here.
+    Settling,
+}
+
+pub(crate) struct Dispatcher<S: Subscriber> {
+    pub(super) shared: Arc<Shared<S>>,
+    pub(super) events_stream: stream::Stream,
+    pub(super) filters: Vec<String>,
+    pub(super) consumer_name: String,
+    /// Set for a partition consumer: the pin's time to live.
+    pub(super) pin_ttl: Option<Duration>,
+    /// The pin the server gave this lane's pulls last.
+    pub(super) pin: Option<String>,
+    pub(super) events: Consumer<pull::Config>,
+    pub(super) redrive: Option<Consumer<pull::Config>>,
+    pub(super) gate: Gate,
+    /// When a settling gate opens anyway.
+    pub(super) settle_by: tokio::time::Instant,
+    /// The highest stream sequence received from the events consumer.
+    pub(super) high_water: u64,
+    /// The handle's shutdown request.
+    pub(super) stop: watch::Receiver<bool>,
+    /// Tells the workers to drain.
+    pub(super) drain: watch::Sender<bool>,
+    /// Rounds of completions the completion log stored, to be acked.
+    pub(super) stored: Option<mpsc::UnboundedReceiver<Vec<Completion>>>,
+}
+
+async fn next_round(
+    stored: &mut Option<mpsc::UnboundedReceiver<Vec<Completion>>>,
+) -> Option<Vec<Completion>> {
+    match stored {
+        Some(stored) => stored.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_message(
+    stream: &mut Option<pull::Stream>,
+) -> Option<Result<Message, pull::MessagesError>> {
+    match stream {
+        Some(stream) => stream.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How often, at most, the consumer lag gauge is refreshed (one consumer-info request); as
+/// often as the ack wait when that is shorter.
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// How long a gate may settle: anything lost in transit is redelivered after one ack wait, so
+/// pending messages still missing after two are held by another process of the same durable.
+pub(super) fn settle_limit(ack_wait: &Duration) -> Duration {
+    *ack_wait * 2 + Duration::from_secs(1)
+}
+
+impl<S: Subscriber> Dispatcher<S> {
+    fn settle(&mut self) {
+        if self.gate == Gate::Open {
+            self.gate = Gate::Settling;
+            self.settle_by =
+                tokio::time::Instant::now() + settle_limit(&self.shared.config.ack_wait);
+        }
+    }
+
+    async fn open(&self, consumer: &Consumer<pull::Config>) -> Option<pull::Stream> {
+        let batch = self.shared.config.max_ack_pending.clamp(1, 500);
+        let pulls = consumer.stream().max_messages_per_batch(batch);
+        let pulls = match self.pin_ttl {
+            // A pull outliving the pin's time to live would lose the pin between pulls.
+            Some(ttl) => {
+                let expires = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                pulls
+                    .group(PRIORITY_GROUP)
+                    .expires(expires)
+                    .heartbeat(expires / 4)
+            }
+            None => pulls
+                .heartbeat(Duration::from_secs(5))
+                .expires(Duration::from_secs(30)),
+        };
+        match pulls.messages().await {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot pull; retrying");
+                None
+            }
+        }
+    }
+
+    pub(crate) async fn run(mut self) -> Result<(), SubscriberError> {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let mut shutdown = self.stop.clone();
+        let mut detached = false;
+        let mut held: Vec<Delivery> = Vec::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut stored = self.stored.take();
+        let (work_tx, work_rx) = mpsc::unbounded_channel::<Delivery>();
+        let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
+        let mut workers = JoinSet::new();
+        for _ in 0..config.concurrency {
+            workers.spawn(worker(shared.clone(), work_rx.clone(), done_tx.clone()));
+        }
+        let mut router = Router {
+            queues: HashMap::new(),
+            outstanding: HashMap::new(),
+            in_flight: 0,
+            work: Some(work_tx),
+        };
+        let mut events_msgs = self.open(&self.events).await;
+        let mut redrive_msgs = match &self.redrive {
+            Some(redrive) => self.open(redrive).await,
+            None => None,
+        };
+        let tick_every =
+            (config.ack_wait / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let progress_every = config.ack_wait / 2;
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_progress = tokio::time::Instant::now();
+        let mut last_lag = tokio::time::Instant::now();
+        let client = shared.js.client();
+        tracing::info!(filters = ?self.filters, "subscriber started");
+
+        loop {
+            tokio::select! {
+                changed = shutdown.changed(), if !detached => match changed {
+                    // The handle was dropped: the subscriber runs on, as documented.
+                    Err(_) => detached = true,
+                    Ok(()) if *shutdown.borrow() => break,
+                    Ok(()) => {}
+                },
+                msg = next_message(&mut events_msgs) => match msg {
+                    Some(Ok(msg)) => {
+                        self.note_pin(&msg);
+                        if let Some(d) = self.delivery(msg, Source::Events) {
+                            if self.gate == Gate::Open {
+                                router.route(d);
+                            } else {
+                                held.push(d);
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "pulling events failed; re-reading consumer state");
+                        if matches!(e.kind(), pull::MessagesErrorKind::ConsumerDeleted) {
+                            events_msgs = None;
+                        }
+                        self.settle();
+                    }
+                    None => events_msgs = None,
+                },
+                msg = next_message(&mut redrive_msgs) => match msg {
+                    Some(Ok(msg)) => {
+                        if let Some(d) = self.delivery(msg, Source::Redrive) {
+                            router.route(d);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "pulling redriven dead letters failed");
+                        if matches!(e.kind(), pull::MessagesErrorKind::ConsumerDeleted) {
+                            redrive_msgs = None;
+                        }
+                    }
+                    None => redrive_msgs = None,
+                },
+                Some(done) = done_rx.recv() => router.done(done),
+                Some(round) = next_round(&mut stored) => {
+                    acked(&shared, round, &mut router, &done_tx).await;
+                }
+                _ = tick.tick() => {
+                    if events_msgs.is_none() {
+                        let deliver = deliver_policy(config.deliver_from);
+                        let recreated = ensure_consumer(
+                            &self.events_stream,
+                            config,
+                            self.filters.clone(),
+                            &self.consumer_name,
+                            deliver,
+                            self.pin_ttl,
+                        );
+                        match recreated.await {
+                            Ok(consumer) => {
+                                self.events = consumer;
+                                events_msgs = self.open(&self.events).await;
+                                self.settle();
+                            }
+                            Err(e) => tracing::warn!(error = %e, "cannot recreate the consumer"),
+                        }
+                    }
+                    if let (None, Some(redrive)) = (&redrive_msgs, &self.redrive) {
+                        redrive_msgs = self.open(redrive).await;
+                    }
+                    if self.gate != Gate::Open {
+                        self.check_gate(&mut held, &mut router).await;
+                    }
+                    if last_lag.elapsed() >= LAG_EVERY.min(config.ack_wait) {
+                        last_lag = tokio::time::Instant::now();
+                        if let Ok(info) = self.events.info().await {
+                            shared.metrics.lag.set(info.num_pending as f64);
+                        }
+                    }
+                    if last_progress.elapsed() >= progress_every {
+                        last_progress = tokio::time::Instant::now();
+                        let replies = router
+                            .outstanding
+                            .values()
+                            .chain(held.iter().filter_map(|d| d.msg.reply.as_ref()));
+                        for reply in replies {
+                            if let Err(e) = client.publish(reply.clone(), Bytes::from_static(b"+WPI")).await {
+                                tracing::debug!(error = %e, "in-progress ack failed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+
+        tracing::info!(
+            in_flight = router.outstanding.len(),
+            held = held.len(),
+            "shutting down: finishing handlers in flight"
+        );
+        drop(events_msgs);
+        drop(redrive_msgs);
+        // The unsubscribes must reach the server before any nak, or a nak'ed message could be
+        // redelivered into the closed pull request and come back only after the ack wait,
+        // behind later events of its aggregate.
+        if let Err(e) = client.flush().await {
+            tracing::warn!(error = %e, "flushing before the naks failed");
+        }
+        let _ = self.drain.send(true);
+        // Closing the work channel ends the workers once they finished what they run and
+        // nak'ed what they had not started: the first waiting message of every busy aggregate.
+        // Only then are the later ones nak'ed, so they are redelivered behind it.
+        router.work = None;
+        while let Some(joined) = workers.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(error = %e, "a worker ended abnormally");
+            }
+        }
+        // Completions waiting for their group commit report once they are acked.
+        while router.in_flight > 0 {
+            tokio::select! {
+                Some(done) = done_rx.recv() => router.done(done),
+                round = next_round(&mut stored) => match round {
+                    Some(round) => acked(&shared, round, &mut router, &done_tx).await,
+                    None => {
+                        // Their messages come back after the ack wait.
+                        tracing::error!("the completion log writer is gone");
+                        break;
+                    }
+                },
+            }
+        }
+        let mut rest: Vec<Delivery> = held.drain(..).chain(router.waiting()).collect();
+        rest.sort_by_key(|d| (d.source == Source::Redrive, d.seq));
+        for d in rest {
+            nak(&d.msg).await;
+        }
+        // Make sure the acks leave the client before the task reports completion.
+        if let Err(e) = client.flush().await {
+            tracing::warn!(error = %e, "flushing acks failed");
+        }
+        tracing::info!("subscriber stopped");
+        Ok(())
+    }
+
+    async fn check_gate(&mut self, held: &mut Vec<Delivery>, router: &mut Router) {
+        // Counted before the request: whatever arrives later is not in this count, which only
+        // makes the check more careful.
+        let in_hand = held.len()
+            + router
+                .outstanding
+                .keys()
+                .filter(|(source, _)| *source == Source::Events)
+                .count();
+        let info = match self.events.info().await {
+            Ok(info) => info.clone(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the consumer state failed");
+                return;
+            }
+        };
+        if info.num_ack_pending > in_hand && tokio::time::Instant::now() < self.settle_by {
+            tracing::debug!(
+                pending = info.num_ack_pending,
+                in_hand,
+                "waiting for earlier deliveries to come back"
+            );
+            return;
+        }
+        self.gate = Gate::Open;
+        tracing::info!(
+            released = held.len(),
+            "earlier deliveries settled; events flow"
+        );
+        held.sort_by_key(|d| d.seq);
+        for d in held.drain(..) {
+            router.route(d);
+        }
+    }
+
+    /// A partition that just came to this lane (a new pin) may still have messages pending with
+    /// its previous owner: settle, so none of its aggregates' later events overtakes them.
+    fn note_pin(&mut self, msg: &Message) {
+        if self.pin_ttl.is_none() {
+            return;
+        }
+        let pin = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Pin-Id"))
+            .map(|v| v.as_str().to_owned());
+        if pin.is_some() && pin != self.pin {
+            tracing::debug!(consumer = %self.consumer_name, "pinned to this process");
+            self.pin = pin;
+            self.settle();
+        }
+    }
+
+    fn delivery(&mut self, msg: Message, source: Source) -> Option<Delivery> {
+        let (seq, delivered) = match msg.info() {
+            Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
+            Err(e) => {
+                tracing::warn!(error = %e, subject = %msg.subject, "ignoring a message without JetStream metadata");
+                return None;
+            }
+        };
+        let origin = match source {
+            Source::Events if self.pin_ttl.is_some() => sourced_origin(msg.headers.as_ref()),
+            Source::Events => Some((msg.subject.as_str().to_owned(), seq)),
+            Source::Redrive => dead_letter_origin(msg.headers.as_ref()),
+        };
+        let key = match &origin {
+            Some((subject, _)) => aggregate_key(&self.shared.prefix, subject),
+            None => msg.subject.as_str().to_owned(),
+        };
+        let verify = match source {
+            Source::Events => {
+                let verify = delivered > 1 || seq <= self.high_water;
+                self.high_water = self.high_water.max(seq);
+                verify
+            }
+            Source::Redrive => true,
+        };
+        Some(Delivery {
+            msg,
+            source,
+            seq,
+            origin,
+            delivered,
+            key,
+            verify,
+        })
+    }
+}
+
+/// The original subject and position of a message the partition stream sourced, from the
+/// server's `Nats-Stream-Source` header: `<stream> <sequence> <filter> <transform> <subject>`.
+fn sourced_origin(headers: Option<&HeaderMap>) -> Option<(String, u64)> {
+    let source = headers?.get("Nats-Stream-Source")?.as_str();
+    let mut fields = source.split(' ');
+    let position = fields.nth(1)?.parse().ok()?;
+    let subject = fields.nth(2)?;
+    Some((subject.to_owned(), position))
+}
+
+/// The original subject and position a dead letter records.
+fn dead_letter_origin(headers: Option<&HeaderMap>) -> Option<(String, u64)> {
+    let headers = headers?;
+    let subject = headers.get(dead_letter::SUBJECT)?.as_str().to_owned();
+    let position = headers
+        .get(dead_letter::STREAM_SEQ)?
+        .as_str()
+        .parse()
+        .ok()?;
+    Some((subject, position))
+}
+
+/// `<type>.<id>` of an event subject, or the whole subject when it has another shape.
+fn aggregate_key(prefix: &str, subject: &str) -> String {
+    let rest = subject
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('.'))
+        .unwrap_or(subject);
+    let mut tokens = rest.splitn(3, '.');
+    match (tokens.next(), tokens.next()) {
+        (Some(t), Some(id)) => format!("{t}.{id}"),
+        _ => subject.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregate_key_takes_type_and_id() {
+        assert_eq!(
+            aggregate_key("bank", "bank.account.a1.deposited"),
+            "account.a1"
+        );
+        assert_eq!(
+            aggregate_key("a.b", "a.b.account.a1.deposited"),
+            "account.a1"
+        );
+        assert_eq!(aggregate_key("bank", "odd"), "odd");
+    }
+}
