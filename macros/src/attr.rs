@@ -63,6 +63,8 @@ pub const MAX_DELIVER: Symbol = Symbol("max_deliver");
 pub const BACKOFF_MS: Symbol = Symbol("backoff_ms");
 pub const MAX_ACK_PENDING: Symbol = Symbol("max_ack_pending");
 pub const CONCURRENCY: Symbol = Symbol("concurrency");
+pub const PARTITIONS: Symbol = Symbol("partitions");
+pub const MEMBER_TTL_MS: Symbol = Symbol("member_ttl_ms");
 
 /// A number written in an attribute, kept with its literal so errors can point at it.
 #[derive(Clone)]

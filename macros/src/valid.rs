@@ -6,7 +6,10 @@
 use crate::ast::{AggregateState, EventSetEnum, EventStruct, Handler, SubscriberImpl};
 use crate::attr::aggregate::SnapshotAttrs;
 use crate::attr::subscriber::{Backoff, DeliverFrom, SubscriberAttrs};
-use crate::attr::{Number, Symbol, CONCURRENCY, EVERY, MAX_ACK_PENDING, MAX_DELIVER, SCHEMA};
+use crate::attr::{
+    Number, Symbol, CONCURRENCY, EVERY, MAX_ACK_PENDING, MAX_DELIVER, MEMBER_TTL_MS, PARTITIONS,
+    SCHEMA,
+};
 use crate::ctxt::Ctxt;
 use crate::expand::type_name;
 use std::collections::{HashMap, HashSet};
@@ -193,6 +196,40 @@ fn check_subscriber_attrs(cx: &Ctxt, attrs: &SubscriberAttrs) {
             CONCURRENCY,
             "0 would handle no event at all",
         );
+    }
+    scale_out_is_consistent(cx, attrs);
+}
+
+/// Partitions are 1 to 1024 (each one a consumer on the server); positions of the event stream
+/// do not map onto the partition stream; a member TTL only means something with partitions and
+/// must outlast a heartbeat round trip.
+fn scale_out_is_consistent(cx: &Ctxt, attrs: &SubscriberAttrs) {
+    if let Some(partitions) = &attrs.partitions {
+        if !(1..=1024).contains(&partitions.value) {
+            cx.error_spanned_by(
+                &partitions.literal,
+                format!("`{PARTITIONS}` must be between 1 and 1024"),
+            );
+        }
+        if let Some(DeliverFrom::Position(position)) = &attrs.deliver_from {
+            cx.error_spanned_by(
+                &position.literal,
+                format!("`deliver_from = <position>` cannot be used with `{PARTITIONS}`: partition consumers count positions of their own stream"),
+            );
+        }
+    }
+    if let Some(ttl) = &attrs.member_ttl_ms {
+        if attrs.partitions.is_none() {
+            cx.error_spanned_by(
+                &ttl.literal,
+                format!("`{MEMBER_TTL_MS}` only applies with `{PARTITIONS} = N`"),
+            );
+        } else if ttl.value < 500 {
+            cx.error_spanned_by(
+                &ttl.literal,
+                format!("`{MEMBER_TTL_MS}` must be at least 500"),
+            );
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! `#[subscriber(durable = "...", deliver_from = "all" | "new" | N, ack_wait_ms = N,
-//! max_deliver = N, backoff_ms = [N, ...], max_ack_pending = N, concurrency = N)]`.
+//! max_deliver = N, backoff_ms = [N, ...], max_ack_pending = N, concurrency = N,
+//! partitions = N, member_ttl_ms = N)]`.
 //!
 //! Unlike the derives' attributes, these keys are the attribute macro's own arguments, so a
 //! missing key is reported at the attribute itself (the macro's call site).
 
 use super::{
     number_literal, number_value, string_value, unknown_key, Number, Slot, Symbol, ACK_WAIT_MS,
-    BACKOFF_MS, CONCURRENCY, DELIVER_FROM, DURABLE, MAX_ACK_PENDING, MAX_DELIVER,
+    BACKOFF_MS, CONCURRENCY, DELIVER_FROM, DURABLE, MAX_ACK_PENDING, MAX_DELIVER, MEMBER_TTL_MS,
+    PARTITIONS,
 };
 use crate::ctxt::Ctxt;
 use proc_macro2::{Span, TokenStream};
@@ -24,6 +26,8 @@ const KEYS: &[Symbol] = &[
     BACKOFF_MS,
     MAX_ACK_PENDING,
     CONCURRENCY,
+    PARTITIONS,
+    MEMBER_TTL_MS,
 ];
 
 /// Where a new durable consumer starts, as written in `deliver_from = ...`.
@@ -50,6 +54,8 @@ pub struct SubscriberAttrs {
     pub backoff_ms: Option<Backoff>,
     pub max_ack_pending: Option<Number<usize>>,
     pub concurrency: Option<Number<usize>>,
+    pub partitions: Option<Number<u16>>,
+    pub member_ttl_ms: Option<Number<u64>>,
 }
 
 pub fn parse(cx: &Ctxt, args: TokenStream) -> SubscriberAttrs {
@@ -60,6 +66,8 @@ pub fn parse(cx: &Ctxt, args: TokenStream) -> SubscriberAttrs {
     let mut backoff_ms = Slot::new(cx, ATTRIBUTE, BACKOFF_MS);
     let mut max_ack_pending = Slot::new(cx, ATTRIBUTE, MAX_ACK_PENDING);
     let mut concurrency = Slot::new(cx, ATTRIBUTE, CONCURRENCY);
+    let mut partitions = Slot::new(cx, ATTRIBUTE, PARTITIONS);
+    let mut member_ttl_ms = Slot::new(cx, ATTRIBUTE, MEMBER_TTL_MS);
 
     // `syn::meta::parser` rejects empty input; `#[subscriber]` reads as "no keys" so the
     // missing `durable` is named instead.
@@ -79,6 +87,10 @@ pub fn parse(cx: &Ctxt, args: TokenStream) -> SubscriberAttrs {
                 max_ack_pending.set_parsed(&meta, number_value(cx, &meta)?);
             } else if meta.path == CONCURRENCY {
                 concurrency.set_parsed(&meta, number_value(cx, &meta)?);
+            } else if meta.path == PARTITIONS {
+                partitions.set_parsed(&meta, number_value(cx, &meta)?);
+            } else if meta.path == MEMBER_TTL_MS {
+                member_ttl_ms.set_parsed(&meta, number_value(cx, &meta)?);
             } else {
                 unknown_key(cx, &meta, ATTRIBUTE, KEYS)?;
             }
@@ -103,6 +115,8 @@ pub fn parse(cx: &Ctxt, args: TokenStream) -> SubscriberAttrs {
         backoff_ms: backoff_ms.get(),
         max_ack_pending: max_ack_pending.get(),
         concurrency: concurrency.get(),
+        partitions: partitions.get(),
+        member_ttl_ms: member_ttl_ms.get(),
     }
 }
 
@@ -159,10 +173,14 @@ mod tests {
                 max_deliver = 3,
                 backoff_ms = [100, 1000,],
                 max_ack_pending = 64,
-                concurrency = 8
+                concurrency = 8,
+                partitions = 6,
+                member_ttl_ms = 3000
             ),
         );
         cx.check().unwrap();
+        assert_eq!(attrs.partitions.as_ref().unwrap().value, 6);
+        assert_eq!(attrs.member_ttl_ms.as_ref().unwrap().value, 3000);
         assert_eq!(attrs.durable.unwrap().value(), "balances");
         assert!(matches!(attrs.deliver_from, Some(DeliverFrom::New)));
         assert_eq!(attrs.ack_wait_ms.unwrap().value, 1500);
@@ -216,7 +234,7 @@ mod tests {
             messages(cx),
             [
                 "duplicate `durable` in #[subscriber]",
-                "unknown key `colour` in #[subscriber]; expected one of: `durable`, `deliver_from`, `ack_wait_ms`, `max_deliver`, `backoff_ms`, `max_ack_pending`, `concurrency`",
+                "unknown key `colour` in #[subscriber]; expected one of: `durable`, `deliver_from`, `ack_wait_ms`, `max_deliver`, `backoff_ms`, `max_ack_pending`, `concurrency`, `partitions`, `member_ttl_ms`",
                 "`deliver_from` expects \"all\", \"new\" or a stream position, like `deliver_from = 42`",
                 "`backoff_ms` expects an integer literal, like `backoff_ms = 1`",
                 "`concurrency` is out of range: invalid digit found in string",

@@ -171,6 +171,14 @@ fn config_settings(attrs: &SubscriberAttrs) -> TokenStream {
         let concurrency = concurrency.value;
         settings.extend(quote!(.concurrency(#concurrency)));
     }
+    if let Some(partitions) = &attrs.partitions {
+        let partitions = partitions.value;
+        settings.extend(quote!(.partitions(#partitions)));
+    }
+    if let Some(ttl) = &attrs.member_ttl_ms {
+        let millis = ttl.value;
+        settings.extend(quote!(.member_ttl(::core::time::Duration::from_millis(#millis))));
+    }
     settings
 }
 

@@ -87,6 +87,16 @@ impl Minimal {
     }
 }
 
+/// Shared by every process that runs it: six partitions, a process silent for 3 s loses its own.
+struct Scaled;
+
+#[jetsource::subscriber(durable = "scaled", partitions = 6, member_ttl_ms = 3_000)]
+impl Scaled {
+    async fn on_deposited(&self, _: Deposited, _: &EventContext) -> Result<(), HandlerError> {
+        Ok(())
+    }
+}
+
 fn ctx(name: &str, version: u32) -> EventContext {
     EventContext {
         event_id: uuid::Uuid::now_v7(),
@@ -169,5 +179,11 @@ fn main() {
     assert_eq!(
         Minimal::subscriber_config(),
         SubscriberConfig::new("minimal").deliver_from(DeliverFrom::Position(42))
+    );
+    assert_eq!(
+        Scaled::subscriber_config(),
+        SubscriberConfig::new("scaled")
+            .partitions(6)
+            .member_ttl(Duration::from_secs(3))
     );
 }
