@@ -1,4 +1,5 @@
-//! The quickstart's bank account on NATS JetStream, with a subscriber that reacts to deposits.
+//! The quickstart's bank account on NATS JetStream, with a subscriber that reacts to deposits
+//! and a projection that keeps a read model of balances.
 //!
 //! Needs a nats-server 2.12 or newer with JetStream, at `NATS_URL` (default
 //! `nats://127.0.0.1:4222`). Start one with:
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use jetsource::subscriber::{self, EventContext, HandlerError, Subscriber, SubscriberConfig};
 use jetsource::{EventSet, JetStreamConnectOptions, JetStreamStore, Repository, StreamConfig};
-use quickstart::{Account, Deposited};
+use quickstart::{Account, Deposited, Withdrawn};
 
 // ANCHOR: connect
 async fn connect(url: &str) -> Result<JetStreamStore, Box<dyn std::error::Error>> {
@@ -64,6 +65,48 @@ impl Subscriber for DepositNotifier {
 }
 // ANCHOR_END: subscriber
 
+// ANCHOR: projection
+/// The events that move money; the read model needs nothing else.
+#[derive(EventSet, Debug)]
+enum MoneyEvents {
+    Deposited(Deposited),
+    Withdrawn(Withdrawn),
+}
+
+/// A read model (CQRS): each account's balance, kept apart from the aggregates and fed by its
+/// own durable subscriber. The aggregate sequence makes it idempotent: an event at or below the
+/// account's last applied sequence was applied before (a redelivery) and changes nothing.
+#[derive(Default)]
+struct BalancesView {
+    accounts: Mutex<HashMap<String, (u64, i64)>>,
+}
+
+impl BalancesView {
+    fn balance(&self, account: &str) -> Option<i64> {
+        let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        accounts.get(account).map(|(_, balance)| *balance)
+    }
+}
+
+impl Subscriber for BalancesView {
+    type Event = MoneyEvents;
+
+    async fn handle(&self, event: MoneyEvents, ctx: &EventContext) -> Result<(), HandlerError> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
+        let (applied, balance) = accounts.entry(ctx.aggregate_id.clone()).or_default();
+        if ctx.sequence <= *applied {
+            return Ok(());
+        }
+        *applied = ctx.sequence;
+        match event {
+            MoneyEvents::Deposited(d) => *balance += d.amount as i64,
+            MoneyEvents::Withdrawn(w) => *balance -= w.amount as i64,
+        }
+        Ok(())
+    }
+}
+// ANCHOR_END: projection
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
@@ -102,6 +145,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .backoff([Duration::from_millis(100), Duration::from_secs(1)]);
     let running = subscriber::start(&store, notifier.clone(), config).await?;
     // ANCHOR_END: start_subscriber
+    let view = Arc::new(BalancesView::default());
+    let view_config = SubscriberConfig::new(format!("balances-{}", &run[run.len() - 12..]));
+    let projecting = subscriber::start(&store, view.clone(), view_config).await?;
 
     // A new durable starts at the beginning of the stream, so earlier runs' deposits come too.
     let total = || {
@@ -109,10 +155,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         totals.get(&id).copied().unwrap_or(0)
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while total() < 400 && tokio::time::Instant::now() < deadline {
+    let balance = after.state.balance as i64;
+    while (total() < 400 || view.balance(&id) != Some(balance))
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = running.shutdown().await?;
+    projecting.shutdown().await?;
+    let projected = view.balance(&id);
+    println!("read model: {id} has {projected:?}, the aggregate {balance}");
+    if projected != Some(balance) {
+        return Err(format!("the read model shows {projected:?}, the aggregate {balance}").into());
+    }
     let total = total();
     println!(
         "notifier handled {} events ({} seen), {id} received {total}",
