@@ -656,6 +656,21 @@ async fn published_events_outside_aggregates_reach_subscribers_once_in_order_per
     }
     assert!(store.publisher("not.a.token").is_err());
     assert!(store.publisher("*").is_err());
+    // Over the server's max payload (1 MB by default): refused before anything is sent.
+    let oversized = publisher
+        .publish(
+            &keys[0],
+            &Deposited { amount: u64::MAX },
+            &jetsource::CommandMetadata::default().header("blob", "x".repeat(2 << 20)),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&oversized, jetsource::PublishError::Store(jetsource::StoreError::Backend(e))
+            if matches!(e.downcast_ref::<jetsource::JetStreamError>(),
+                Some(jetsource::JetStreamError::EventTooLarge { .. }))),
+        "{oversized:?}"
+    );
 
     let seen = Notifications::default();
     let running = subscriber::start(&store, seen.clone(), fast_config("notified").concurrency(4))

@@ -22,7 +22,7 @@
 //! | [`EVENTS_RETRIED`] | counter | `subscriber` |
 //! | [`EVENTS_DEAD_LETTERED`] | counter | `subscriber`, `reason` |
 //! | [`HANDLER_SECONDS`] | histogram | `subscriber` |
-//! | [`CONSUMER_LAG`] | gauge | `subscriber` (events in the stream not yet delivered) |
+//! | [`CONSUMER_LAG`] | gauge | `subscriber`, `consumer` (events not yet delivered to it; one consumer per partition when scaled out) |
 //!
 //! # Correlation and causation
 //! While a subscriber's handler runs, the event it handles is the current cause: a command
@@ -168,14 +168,16 @@ pub(crate) struct SubscriberMetrics {
 }
 
 impl SubscriberMetrics {
-    pub(crate) fn new(subscriber: &str) -> Self {
+    /// The metrics of `subscriber` reading through `consumer` (the durable consumer; one per
+    /// partition when scaled out, so each partition's lag is a gauge of its own).
+    pub(crate) fn new(subscriber: &str, consumer: &str) -> Self {
         let label = || ("subscriber", subscriber.to_owned());
         SubscriberMetrics {
             subscriber: subscriber.to_owned(),
             handled: metrics::counter!(EVENTS_HANDLED, &[label()]),
             retried: metrics::counter!(EVENTS_RETRIED, &[label()]),
             handler_seconds: metrics::histogram!(HANDLER_SECONDS, &[label()]),
-            lag: metrics::gauge!(CONSUMER_LAG, &[label()]),
+            lag: metrics::gauge!(CONSUMER_LAG, &[label(), ("consumer", consumer.to_owned())]),
         }
     }
 

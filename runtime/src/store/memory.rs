@@ -270,6 +270,15 @@ impl EventStore for InMemoryStore {
         self.inner
             .last_position
             .send_replace(log.events.len() as u64);
+        drop(log);
+        if !outcome.duplicate {
+            let appended = outcome.last_sequence + 1 - outcome.first_sequence;
+            metrics::counter!(
+                crate::observability::EVENTS_APPENDED,
+                "aggregate_type" => key.aggregate_type
+            )
+            .increment(appended);
+        }
         Ok(outcome)
     }
 

@@ -202,7 +202,7 @@ pub async fn start_in_memory<S: Subscriber>(
     let counters = Arc::new(Counters::default());
     let span =
         tracing::info_span!("subscriber", durable = %config.durable_name, backend = "memory");
-    let metrics = SubscriberMetrics::new(&config.durable_name);
+    let metrics = SubscriberMetrics::new(&config.durable_name, &config.durable_name);
     let shared = Arc::new(Shared {
         subscriber,
         config,

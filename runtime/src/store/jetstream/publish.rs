@@ -128,18 +128,32 @@ impl Publisher {
         };
         headers::validate(&new_event)?;
         headers::check_value("command id", &message_id)?;
+        let bytes = headers::message_size(&new_event, metadata.command_id.as_deref());
+        let max = self.store.max_payload();
+        if max > 0 && bytes > max {
+            return Err(JetStreamError::EventTooLarge {
+                event: new_event.name.to_owned(),
+                bytes,
+                max,
+            }
+            .into());
+        }
         let mut message_headers = headers::encode(&new_event, 0, metadata.command_id.as_deref());
         message_headers.insert(
             headers::name::MSG_ID,
             format!("{}.{key}:{message_id}", self.topic).as_str(),
         );
         let prefix = &self.store.config().prefix;
+        let stem = format!("{prefix}.{}.{key}", self.topic);
         let outgoing = Outgoing {
-            subject: format!("{prefix}.{}.{key}.{}", self.topic, new_event.name),
+            subject: format!("{stem}.{}", new_event.name),
             headers: message_headers,
             payload: new_event.payload,
         };
-        match append::single(self.store.client(), outgoing).await? {
+        let published = append::single(self.store.client(), outgoing)
+            .await
+            .map_err(|error| self.store.refusal_behind(error, &stem))?;
+        match published {
             Published::Stored(position) => {
                 metrics::counter!(observability::EVENTS_APPENDED, "aggregate_type" => self.topic)
                     .increment(1);

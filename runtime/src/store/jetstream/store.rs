@@ -308,10 +308,7 @@ impl JetStreamStore {
         if let Some(command) = command_id {
             headers::check_value("command id", command)?;
         }
-        let max_payload = match self.inner.max_payload {
-            0 => self.inner.client.server_info().max_payload,
-            known => known,
-        };
+        let max_payload = self.max_payload();
         for event in &events {
             headers::validate(event)?;
             let bytes = headers::message_size(event, command_id);
@@ -506,6 +503,16 @@ async fn ensure_bucket(
     .map_err(|e| JetStreamError::Client(format!("snapshot bucket: {e}")))
 }
 
+impl JetStreamStore {
+    /// The server's max payload (0 when unknown).
+    pub(crate) fn max_payload(&self) -> usize {
+        match self.inner.max_payload {
+            0 => self.inner.client.server_info().max_payload,
+            known => known,
+        }
+    }
+}
+
 /// Whether `error` is [`JetStreamError::PermissionDenied`].
 fn is_permission_denied(error: &StoreError) -> bool {
     matches!(error, StoreError::Backend(inner)
@@ -515,7 +522,7 @@ fn is_permission_denied(error: &StoreError) -> bool {
 impl JetStreamStore {
     /// Turns a timed-out append whose subject under `stem` the server refused into
     /// [`JetStreamError::PermissionDenied`].
-    fn refusal_behind(&self, error: StoreError, stem: &str) -> StoreError {
+    pub(crate) fn refusal_behind(&self, error: StoreError, stem: &str) -> StoreError {
         let timed_out = matches!(&error, StoreError::Backend(inner)
             if matches!(inner.downcast_ref::<JetStreamError>(), Some(JetStreamError::Timeout)));
         if !timed_out {

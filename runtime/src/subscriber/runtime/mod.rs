@@ -355,7 +355,7 @@ pub(crate) async fn open_lane<S: Subscriber>(
         stream: base.stream.clone(),
         done,
         counters: base.counters.clone(),
-        metrics: SubscriberMetrics::new(&config.durable_name),
+        metrics: SubscriberMetrics::new(&config.durable_name, &consumer_name),
         shutdown: shutdown_rx,
     });
     Ok(Dispatcher {
