@@ -429,3 +429,53 @@ async fn a_projection_process_killed_three_times_and_a_server_kill_lose_nothing(
     assert_applied_once_in_order(&pool, &schema.name, PER_AGGREGATE).await;
     assert_eq!(balances(&pool, &schema.name).await, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scaled_out_projection_rebuilds_every_partition() {
+    const AGGREGATES: i64 = 12;
+    const PER_AGGREGATE: i64 = 10;
+    const TOTAL: i64 = AGGREGATES * PER_AGGREGATE;
+    let server = NatsServer::start();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .connect(DATABASE)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432, database test");
+    let schema = Schema::create(&pool, "jetsource_test_projection_partitions").await;
+    let store = JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        StreamConfig::new("PARTED", "parted"),
+    )
+    .await
+    .expect("connect");
+    let expected = seed(&store, AGGREGATES, PER_AGGREGATE).await;
+    let config = SubscriberConfig::new("parted_balances")
+        .partitions(3)
+        .member_ttl(Duration::from_secs(1))
+        .ack_wait(Duration::from_secs(1));
+    let projection = PgProjection::new(
+        pool.clone(),
+        Balances {
+            schema: schema.name.clone(),
+        },
+        config,
+    )
+    .checkpoint_schema(schema.name.clone());
+    projection.setup().await.expect("setup");
+
+    let running = projection.start(&store).await.expect("start");
+    wait_applied(&pool, &schema.name, TOTAL).await;
+    running.shutdown().await.expect("shutdown");
+    assert_eq!(balances(&pool, &schema.name).await, expected);
+
+    // Every partition's consumer is forgotten: the next start replays all of them.
+    projection.rebuild(&store).await.expect("rebuild");
+    assert_eq!(applied(&pool, &schema.name).await, 0);
+    let running = projection.start(&store).await.expect("start again");
+    wait_applied(&pool, &schema.name, TOTAL).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.shutdown().await.expect("shutdown");
+    assert_eq!(applied(&pool, &schema.name).await, TOTAL);
+    assert_applied_once_in_order(&pool, &schema.name, PER_AGGREGATE).await;
+    assert_eq!(balances(&pool, &schema.name).await, expected);
+}

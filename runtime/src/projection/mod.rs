@@ -282,24 +282,14 @@ impl<P: Projection> PgProjection<P> {
         Ok(row.map(|(s,)| s as u64))
     }
 
-    /// Forgets everything: deletes the durable consumer, then in one transaction the
+    /// Forgets everything: deletes the durable consumer (every partition's, when scaled out),
+    /// then in one transaction the
     /// checkpoints and (through [`Projection::reset`]) the read model. The next
     /// [`PgProjection::start`] replays the stream from the configured start. Stop the running
     /// projection first.
     pub async fn rebuild(&self, store: &JetStreamStore) -> Result<(), ProjectionError> {
         let js = async_nats::jetstream::new(store.client().clone());
-        let stream = js
-            .get_stream(&store.config().name)
-            .await
-            .map_err(|e| SubscriberError::js("opening the event stream", e))?;
-        if let Err(e) = stream.delete_consumer(self.name()).await {
-            use async_nats::jetstream::stream::ConsumerErrorKind;
-            let missing = matches!(e.kind(), ConsumerErrorKind::JetStream(ref j)
-                if j.error_code() == async_nats::jetstream::ErrorCode::CONSUMER_NOT_FOUND);
-            if !missing {
-                return Err(SubscriberError::js("deleting the consumer", e).into());
-            }
-        }
+        crate::subscriber::delete_consumers(&js, &store.config().name, &self.inner.config).await?;
         let mut tx = self.inner.pool.begin().await?;
         sqlx::query(&format!(
             "DELETE FROM {} WHERE projection = $1",

@@ -90,3 +90,49 @@ pub(super) async fn ensure_consumer(
         .await
         .map_err(|e| SubscriberError::js(format!("creating consumer {name}"), e))
 }
+
+/// Deletes a subscriber's durable consumers on `event_stream`, so its next start begins at
+/// `deliver_from` again: the consumer on the event stream and, scaled out, those of every
+/// partition. Missing ones are fine.
+pub(crate) async fn delete_consumers(
+    js: &async_nats::jetstream::Context,
+    event_stream: &str,
+    config: &SubscriberConfig,
+) -> Result<(), SubscriberError> {
+    let durable = &config.durable_name;
+    let mut doomed = vec![(event_stream.to_owned(), durable.clone())];
+    if let Some(partitions) = config.partitions {
+        let partition_stream =
+            crate::subscriber::group::partition_stream_name(event_stream, partitions);
+        doomed
+            .extend((0..partitions).map(|p| (partition_stream.clone(), format!("{durable}_p{p}"))));
+    }
+    for (stream_name, consumer) in doomed {
+        let stream = match js.get_stream(&stream_name).await {
+            Ok(stream) => stream,
+            Err(e)
+                if matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                continue
+            }
+            Err(e) => {
+                return Err(SubscriberError::js(
+                    format!("opening stream {stream_name}"),
+                    e,
+                ))
+            }
+        };
+        if let Err(e) = stream.delete_consumer(&consumer).await {
+            let missing = matches!(e.kind(), stream::ConsumerErrorKind::JetStream(ref j)
+                if j.error_code() == async_nats::jetstream::ErrorCode::CONSUMER_NOT_FOUND);
+            if !missing {
+                return Err(SubscriberError::js(
+                    format!("deleting consumer {consumer}"),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(())
+}

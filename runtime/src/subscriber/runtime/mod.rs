@@ -33,7 +33,7 @@ use super::{Subscriber, SubscriberError};
 use crate::event_set::EventSet;
 use crate::observability::SubscriberMetrics;
 use crate::JetStreamStore;
-pub(crate) use consumer::PRIORITY_GROUP;
+pub(crate) use consumer::{delete_consumers, PRIORITY_GROUP};
 use consumer::{deliver_policy, ensure_consumer, filter_subjects, partition_filters};
 use dispatch::{settle_limit, Dispatcher, Gate};
 use router::Completion;
