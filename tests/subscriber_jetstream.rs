@@ -717,3 +717,26 @@ async fn a_dropped_handle_leaves_the_subscriber_running() {
     wait_for("events appended after the drop", || rec.completed() == 15).await;
     assert_in_order(&rec, 3, 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_written_for_another_stream_is_refused() {
+    let server = NatsServer::start();
+    let store = connect(&server, "ACTUAL").await;
+    let rec = Arc::new(Recorder::default());
+    let recording = Recording {
+        rec,
+        work: Duration::ZERO,
+    };
+    let error = subscriber::start(
+        &store,
+        recording,
+        fast_config("misplaced").stream("EXPECTED"),
+    )
+    .await
+    .expect_err("the store's stream is not the one the subscriber names");
+    assert!(
+        matches!(&error, subscriber::SubscriberError::InvalidConfig(reason)
+            if reason.contains("EXPECTED") && reason.contains("ACTUAL")),
+        "{error}"
+    );
+}

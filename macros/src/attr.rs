@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod event;
 pub mod event_set;
 pub mod subscriber;
+pub mod time;
 
 use crate::ctxt::Ctxt;
 use quote::ToTokens;
@@ -65,6 +66,7 @@ pub const MAX_ACK_PENDING: Symbol = Symbol("max_ack_pending");
 pub const CONCURRENCY: Symbol = Symbol("concurrency");
 pub const PARTITIONS: Symbol = Symbol("partitions");
 pub const MEMBER_TTL_MS: Symbol = Symbol("member_ttl_ms");
+pub const STREAM: Symbol = Symbol("stream");
 
 /// A number written in an attribute, kept with its literal so errors can point at it.
 #[derive(Clone)]

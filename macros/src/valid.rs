@@ -160,6 +160,9 @@ fn check_subscriber_attrs(cx: &Ctxt, attrs: &SubscriberAttrs) {
     if let Some(durable) = &attrs.durable {
         is_durable_name(cx, durable);
     }
+    if let Some(stream) = &attrs.stream {
+        is_stream_name(cx, stream);
+    }
     if let Some(DeliverFrom::Position(position)) = &attrs.deliver_from {
         // JetStream stream sequences start at 1; position 0 does not exist.
         if position.value == 0 {
@@ -360,6 +363,22 @@ fn is_durable_name(cx: &Ctxt, durable: &LitStr) {
         cx.error_spanned_by(
             durable,
             format!("durable name {value:?} must be 1 to 100 characters of A-Z a-z 0-9 _ -"),
+        );
+    }
+}
+
+/// Stream names are one subject token of the server's API (`$JS.API.STREAM.INFO.<name>`).
+fn is_stream_name(cx: &Ctxt, stream: &LitStr) {
+    let value = stream.value();
+    let valid = !value.is_empty()
+        && value.len() <= 100
+        && value
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if !valid {
+        cx.error_spanned_by(
+            stream,
+            format!("stream name {value:?} must be 1 to 100 characters of A-Z a-z 0-9 _ -"),
         );
     }
 }

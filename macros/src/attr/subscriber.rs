@@ -1,6 +1,6 @@
-//! `#[subscriber(durable = "...", deliver_from = "all" | "new" | N, ack_wait_ms = N,
-//! max_deliver = N, backoff_ms = [N, ...], max_ack_pending = N, concurrency = N,
-//! partitions = N, member_ttl_ms = N)]`.
+//! `#[subscriber(durable = "...", stream = "...", deliver_from = "all" | "new" | N |
+//! "<UTC time>", ack_wait_ms = N, max_deliver = N, backoff_ms = [N, ...], max_ack_pending = N,
+//! concurrency = N, partitions = N, member_ttl_ms = N)]`.
 //!
 //! Unlike the derives' attributes, these keys are the attribute macro's own arguments, so a
 //! missing key is reported at the attribute itself (the macro's call site).
@@ -8,7 +8,7 @@
 use super::{
     number_literal, number_value, string_value, unknown_key, Number, Slot, Symbol, ACK_WAIT_MS,
     BACKOFF_MS, CONCURRENCY, DELIVER_FROM, DURABLE, MAX_ACK_PENDING, MAX_DELIVER, MEMBER_TTL_MS,
-    PARTITIONS,
+    PARTITIONS, STREAM,
 };
 use crate::ctxt::Ctxt;
 use proc_macro2::{Span, TokenStream};
@@ -20,6 +20,7 @@ use syn::{Lit, LitStr, Path, Token};
 const ATTRIBUTE: &str = "#[subscriber]";
 const KEYS: &[Symbol] = &[
     DURABLE,
+    STREAM,
     DELIVER_FROM,
     ACK_WAIT_MS,
     MAX_DELIVER,
@@ -36,6 +37,9 @@ pub enum DeliverFrom {
     New,
     /// A stream position (sequence), kept with its literal for the "starts at 1" check.
     Position(Number<u64>),
+    /// The first event stored at or after this UTC time: seconds and nanoseconds since the
+    /// Unix epoch.
+    Time(u64, u32),
 }
 
 /// `backoff_ms = [100, 1000]`.
@@ -48,6 +52,7 @@ pub struct Backoff {
 /// Everything written in `#[subscriber(...)]`.
 pub struct SubscriberAttrs {
     pub durable: Option<LitStr>,
+    pub stream: Option<LitStr>,
     pub deliver_from: Option<DeliverFrom>,
     pub ack_wait_ms: Option<Number<u64>>,
     pub max_deliver: Option<Number<u32>>,
@@ -60,6 +65,7 @@ pub struct SubscriberAttrs {
 
 pub fn parse(cx: &Ctxt, args: TokenStream) -> SubscriberAttrs {
     let mut durable = Slot::new(cx, ATTRIBUTE, DURABLE);
+    let mut stream = Slot::new(cx, ATTRIBUTE, STREAM);
     let mut deliver_from = Slot::new(cx, ATTRIBUTE, DELIVER_FROM);
     let mut ack_wait_ms = Slot::new(cx, ATTRIBUTE, ACK_WAIT_MS);
     let mut max_deliver = Slot::new(cx, ATTRIBUTE, MAX_DELIVER);
@@ -75,6 +81,8 @@ pub fn parse(cx: &Ctxt, args: TokenStream) -> SubscriberAttrs {
         let parser = syn::meta::parser(|meta| {
             if meta.path == DURABLE {
                 durable.set_parsed(&meta, string_value(cx, &meta)?);
+            } else if meta.path == STREAM {
+                stream.set_parsed(&meta, string_value(cx, &meta)?);
             } else if meta.path == DELIVER_FROM {
                 deliver_from.set_parsed(&meta, deliver_from_value(cx, &meta)?);
             } else if meta.path == ACK_WAIT_MS {
@@ -109,6 +117,7 @@ pub fn parse(cx: &Ctxt, args: TokenStream) -> SubscriberAttrs {
     let attribute = parsed.then(|| syn::Ident::new("subscriber", Span::call_site()));
     SubscriberAttrs {
         durable: durable.required(attribute),
+        stream: stream.get(),
         deliver_from: deliver_from.get(),
         ack_wait_ms: ack_wait_ms.get(),
         max_deliver: max_deliver.get(),
@@ -120,18 +129,22 @@ pub fn parse(cx: &Ctxt, args: TokenStream) -> SubscriberAttrs {
     }
 }
 
-/// `"all"`, `"new"` or a stream position.
+/// `"all"`, `"new"`, a stream position or a UTC time.
 fn deliver_from_value(cx: &Ctxt, meta: &ParseNestedMeta) -> syn::Result<Option<DeliverFrom>> {
     match meta.value()?.parse::<Lit>()? {
         Lit::Str(choice) if choice.value() == "all" => Ok(Some(DeliverFrom::All)),
         Lit::Str(choice) if choice.value() == "new" => Ok(Some(DeliverFrom::New)),
+        Lit::Str(time) if super::time::parse_utc(&time.value()).is_some() => {
+            let (seconds, nanos) = super::time::parse_utc(&time.value()).unwrap_or_default();
+            Ok(Some(DeliverFrom::Time(seconds, nanos)))
+        }
         Lit::Int(position) => {
             Ok(number_literal(cx, &meta.path, Lit::Int(position)).map(DeliverFrom::Position))
         }
         other => {
             cx.error_spanned_by(
                 &other,
-                "`deliver_from` expects \"all\", \"new\" or a stream position, like `deliver_from = 42`",
+                "`deliver_from` expects \"all\", \"new\", a stream position like `deliver_from = 42`, or a UTC time like \"2026-01-31T08:00:00Z\"",
             );
             Ok(None)
         }
@@ -202,7 +215,15 @@ mod tests {
         let cx = Ctxt::new();
         let all = parse(&cx, quote!(durable = "a", deliver_from = "all"));
         let at = parse(&cx, quote!(durable = "a", deliver_from = 42));
+        let since = parse(
+            &cx,
+            quote!(durable = "a", deliver_from = "1970-01-02T00:00:01Z"),
+        );
         cx.check().unwrap();
+        assert!(matches!(
+            since.deliver_from,
+            Some(DeliverFrom::Time(86_401, 0))
+        ));
         assert!(matches!(all.deliver_from, Some(DeliverFrom::All)));
         assert!(matches!(at.deliver_from, Some(DeliverFrom::Position(n)) if n.value == 42));
     }
@@ -234,8 +255,8 @@ mod tests {
             messages(cx),
             [
                 "duplicate `durable` in #[subscriber]",
-                "unknown key `colour` in #[subscriber]; expected one of: `durable`, `deliver_from`, `ack_wait_ms`, `max_deliver`, `backoff_ms`, `max_ack_pending`, `concurrency`, `partitions`, `member_ttl_ms`",
-                "`deliver_from` expects \"all\", \"new\" or a stream position, like `deliver_from = 42`",
+                "unknown key `colour` in #[subscriber]; expected one of: `durable`, `stream`, `deliver_from`, `ack_wait_ms`, `max_deliver`, `backoff_ms`, `max_ack_pending`, `concurrency`, `partitions`, `member_ttl_ms`",
+                "`deliver_from` expects \"all\", \"new\", a stream position like `deliver_from = 42`, or a UTC time like \"2026-01-31T08:00:00Z\"",
                 "`backoff_ms` expects an integer literal, like `backoff_ms = 1`",
                 "`concurrency` is out of range: invalid digit found in string",
             ]

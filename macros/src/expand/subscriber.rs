@@ -138,6 +138,9 @@ fn dispatch_arm(events: &Ident, handler: &Handler) -> TokenStream {
 /// defaults.
 fn config_settings(attrs: &SubscriberAttrs) -> TokenStream {
     let mut settings = TokenStream::new();
+    if let Some(stream) = &attrs.stream {
+        settings.extend(quote!(.stream(#stream)));
+    }
     if let Some(from) = &attrs.deliver_from {
         let from = match from {
             DeliverFrom::All => quote!(::jetsource::__private::DeliverFrom::All),
@@ -146,6 +149,12 @@ fn config_settings(attrs: &SubscriberAttrs) -> TokenStream {
                 let position = position.value;
                 quote!(::jetsource::__private::DeliverFrom::Position(#position))
             }
+            DeliverFrom::Time(seconds, nanos) => quote! {
+                ::jetsource::__private::DeliverFrom::Time(
+                    ::std::time::SystemTime::UNIX_EPOCH
+                        + ::core::time::Duration::new(#seconds, #nanos)
+                )
+            },
         };
         settings.extend(quote!(.deliver_from(#from)));
     }

@@ -124,6 +124,9 @@ pub struct SubscriberConfig {
     pub partitions: Option<u16>,
     /// How long a process that stopped announcing itself keeps its partitions.
     pub member_ttl: Duration,
+    /// The event stream this subscriber is written for, if it names one: starting it on a
+    /// store of another stream is refused instead of consuming the wrong events.
+    pub stream: Option<String>,
 }
 
 impl SubscriberConfig {
@@ -148,6 +151,7 @@ impl SubscriberConfig {
             ack_mode: AckMode::Fast,
             partitions: None,
             member_ttl: DEFAULT_MEMBER_TTL,
+            stream: None,
         }
     }
 
@@ -178,6 +182,19 @@ impl SubscriberConfig {
     /// [`SubscriberConfig::partitions`].
     pub fn member_ttl(mut self, ttl: Duration) -> Self {
         self.member_ttl = ttl;
+        self
+    }
+
+    /// Declares the event stream this subscriber consumes; [`start`](super::start) refuses a
+    /// store of another stream.
+    ///
+    /// ```
+    /// use jetsource::subscriber::SubscriberConfig;
+    /// let config = SubscriberConfig::new("billing").stream("BANK");
+    /// assert_eq!(config.stream.as_deref(), Some("BANK"));
+    /// ```
+    pub fn stream(mut self, stream: impl Into<String>) -> Self {
+        self.stream = Some(stream.into());
         self
     }
 

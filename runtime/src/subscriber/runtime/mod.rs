@@ -190,6 +190,15 @@ pub async fn start<S: Subscriber>(
     config: SubscriberConfig,
 ) -> Result<SubscriberHandle, SubscriberError> {
     config.validate()?;
+    if let Some(declared) = &config.stream {
+        if *declared != store.config().name {
+            return Err(SubscriberError::InvalidConfig(format!(
+                "subscriber {} is written for stream {declared}, but the store's stream is {}",
+                config.durable_name,
+                store.config().name
+            )));
+        }
+    }
     if <S::Event as EventSet>::NAMES.is_empty() {
         return Err(SubscriberError::InvalidConfig(
             "the subscriber's event set has no event types".into(),

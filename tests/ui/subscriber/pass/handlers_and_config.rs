@@ -90,7 +90,13 @@ impl Minimal {
 /// Shared by every process that runs it: six partitions, a process silent for 3 s loses its own.
 struct Scaled;
 
-#[jetsource::subscriber(durable = "scaled", partitions = 6, member_ttl_ms = 3_000)]
+#[jetsource::subscriber(
+    durable = "scaled",
+    stream = "BANK",
+    deliver_from = "2026-01-31T08:00:00.5Z",
+    partitions = 6,
+    member_ttl_ms = 3_000
+)]
 impl Scaled {
     async fn on_deposited(&self, _: Deposited, _: &EventContext) -> Result<(), HandlerError> {
         Ok(())
@@ -183,6 +189,10 @@ fn main() {
     assert_eq!(
         Scaled::subscriber_config(),
         SubscriberConfig::new("scaled")
+            .stream("BANK")
+            .deliver_from(DeliverFrom::Time(
+                std::time::UNIX_EPOCH + Duration::from_millis(1_769_846_400_500)
+            ))
             .partitions(6)
             .member_ttl(Duration::from_secs(3))
     );
