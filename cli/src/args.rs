@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use jetsource::subscriber::DeadLetterReason;
 use jetsource::{JetStreamStorage, StreamConfig};
 
+use crate::protobuf::MessageMapping;
+
 /// Operate jetsource event stores on NATS JetStream.
 #[derive(Debug, Parser)]
 #[command(name = "jetsource", version, propagate_version = true)]
@@ -120,6 +122,31 @@ pub struct EventsArgs {
     /// Start at this aggregate version.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub from_version: u64,
+    /// How Protobuf payloads are decoded.
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+}
+
+/// How Protobuf payloads are decoded (`events` and `tail`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Protobuf decoding")]
+pub struct DecodeArgs {
+    /// A serialized google.protobuf.FileDescriptorSet (`protoc --include_imports
+    /// --descriptor_set_out=FILE`, `buf build -o FILE`): Protobuf payloads whose message type it
+    /// holds are printed as JSON. Without it they are printed as hex bytes.
+    #[arg(long, value_name = "FILE", env = "JETSOURCE_DESCRIPTOR_SET")]
+    pub descriptor_set: Option<PathBuf>,
+    /// Decode event EVENT's payloads as message type MESSAGE (full name, e.g.
+    /// `order_placed=shop.OrderPlaced`); `EVENT@VERSION=MESSAGE` for one schema version only.
+    /// Repeatable. Unmapped events use the one message type whose name in snake_case is the
+    /// event name (`shop.OrderPlaced` for `order_placed`).
+    #[arg(
+        long = "message",
+        value_name = "EVENT=MESSAGE",
+        requires = "descriptor_set",
+        value_parser = clap::value_parser!(MessageMapping)
+    )]
+    pub messages: Vec<MessageMapping>,
 }
 
 /// `tail`: follow new messages.
@@ -135,6 +162,9 @@ pub struct TailArgs {
     /// Stop after this many messages (default: follow until interrupted).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
+    /// How Protobuf payloads are decoded.
+    #[command(flatten)]
+    pub decode: DecodeArgs,
 }
 
 /// `dead-letters ...`.

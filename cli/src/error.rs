@@ -86,6 +86,22 @@ pub enum CliError {
         /// Why.
         reason: &'static str,
     },
+    /// The `--descriptor-set` file cannot be used, or a `--message` names no type in it.
+    #[error("descriptor set {path}: {reason}")]
+    DescriptorSet {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Two `--message` flags map the same event (and version) to different types.
+    #[error("--message {first} and --message {second} map the same event to different types")]
+    ConflictingMessageMappings {
+        /// The first mapping.
+        first: String,
+        /// The second.
+        second: String,
+    },
     /// A request to the server failed.
     #[error("{what} failed: {reason}")]
     Request {

@@ -8,6 +8,7 @@ mod args;
 mod commands;
 mod connect;
 mod error;
+mod protobuf;
 mod render;
 mod store;
 mod subject;

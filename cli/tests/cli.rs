@@ -17,6 +17,9 @@ use jetsource::{
     AggregateId, AggregateKey, Codec, Event, EventSet, EventStore, ExpectedVersion,
     JetStreamConnectOptions, JetStreamStorage, JetStreamStore, NewEvent, StreamConfig,
 };
+use prost::Message as _;
+use prost_types::field_descriptor_proto::{Label, Type};
+use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -24,6 +27,16 @@ use uuid::Uuid;
 #[event(name = "deposited", version = 1)]
 struct Deposited {
     amount: u64,
+}
+
+/// A Protobuf event, described to the CLI by [`shop_descriptor_set`].
+#[derive(Event, Clone, PartialEq, prost::Message)]
+#[event(name = "order_placed", version = 1, codec = "protobuf")]
+struct OrderPlaced {
+    #[prost(int64, tag = "1")]
+    total: i64,
+    #[prost(string, tag = "2")]
+    currency: String,
 }
 
 /// What the failing subscriber handles.
@@ -90,6 +103,7 @@ fn binary() -> Command {
         "NATS_PASSWORD",
         "NATS_TOKEN",
         "NATS_CREDS",
+        "JETSOURCE_DESCRIPTOR_SET",
     ] {
         command.env_remove(var);
     }
@@ -571,44 +585,26 @@ fn wait_until_following(child: &mut Child) -> String {
     line
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tail_prints_only_new_matching_messages_and_stops_after_count() {
-    let server = NatsServer::start();
-    let tail = store(&server, "TAIL", "tail").await;
-    let a1 = key("account", "a1");
-    append(&tail, &a1, vec![deposit(1)]).await;
-
+/// Starts `jetsource tail` with `args` against `server`, returning once it follows the stream,
+/// with the line it printed on standard error.
+async fn start_tail(server: &NatsServer, args: &[&str]) -> (String, Child) {
     let mut child = binary()
-        .args([
-            "--server",
-            &server.url(),
-            "tail",
-            "--stream",
-            "TAIL",
-            "--subject",
-            "tail.account.*.deposited",
-            "--count",
-            "2",
-        ])
+        .args(["--server", &server.url(), "tail"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn jetsource tail");
-    let (ready, mut child) = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let line = wait_until_following(&mut child);
         (line, child)
     })
     .await
-    .expect("reader thread");
-    assert_eq!(
-        ready,
-        "following stream TAIL on tail.account.*.deposited; new messages only, stop with Ctrl-C\n"
-    );
+    .expect("reader thread")
+}
 
-    append(&tail, &a1, vec![event("withdrawn", Codec::Json, b"{}")]).await;
-    append(&tail, &a1, vec![deposit(2)]).await;
-    append(&tail, &key("account", "a2"), vec![deposit(3)]).await;
-
+/// Waits (30 s at most) for a `tail --count` to stop by itself, and returns its output.
+async fn finish_tail(mut child: Child) -> String {
     let status = tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -625,7 +621,7 @@ async fn tail_prints_only_new_matching_messages_and_stops_after_count() {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err("tail did not stop after two messages");
+                return Err("tail did not stop after --count messages");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -634,6 +630,38 @@ async fn tail_prints_only_new_matching_messages_and_stops_after_count() {
     .expect("waiter thread");
     let (status, out) = status.expect("tail ends");
     assert!(status.success(), "tail failed:\n{out}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_only_new_matching_messages_and_stops_after_count() {
+    let server = NatsServer::start();
+    let tail = store(&server, "TAIL", "tail").await;
+    let a1 = key("account", "a1");
+    append(&tail, &a1, vec![deposit(1)]).await;
+
+    let (ready, child) = start_tail(
+        &server,
+        &[
+            "--stream",
+            "TAIL",
+            "--subject",
+            "tail.account.*.deposited",
+            "--count",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(
+        ready,
+        "following stream TAIL on tail.account.*.deposited; new messages only, stop with Ctrl-C\n"
+    );
+
+    append(&tail, &a1, vec![event("withdrawn", Codec::Json, b"{}")]).await;
+    append(&tail, &a1, vec![deposit(2)]).await;
+    append(&tail, &key("account", "a2"), vec![deposit(3)]).await;
+
+    let out = finish_tail(child).await;
     let headlines: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(headlines.len(), 2, "{out}");
     assert!(
@@ -750,6 +778,8 @@ async fn every_command_has_help() {
         (&["streams", "--help"], "--server"),
         (&["events", "--help"], "--from-version"),
         (&["tail", "--help"], "--count"),
+        (&["events", "--help"], "--descriptor-set <FILE>"),
+        (&["tail", "--help"], "--message <EVENT=MESSAGE>"),
         (&["dead-letters", "--help"], "redrive"),
         (&["dead-letters", "list", "--help"], "--durable"),
         (&["dead-letters", "redrive", "--help"], "--subject-filter"),
@@ -764,4 +794,320 @@ async fn every_command_has_help() {
             args.join(" ")
         );
     }
+}
+
+/// A field of a proto3 message.
+fn proto_field(name: &str, number: i32, kind: Type) -> FieldDescriptorProto {
+    FieldDescriptorProto {
+        name: Some(name.into()),
+        number: Some(number),
+        label: Some(Label::Optional as i32),
+        r#type: Some(kind as i32),
+        ..Default::default()
+    }
+}
+
+/// A serialized `FileDescriptorSet`, as `protoc --descriptor_set_out` writes it, of
+/// `shop.proto`: `package shop; message OrderPlaced { int64 total = 1; string currency = 2; }
+/// message OrderShipped { string tracking = 1; }`.
+fn shop_descriptor_set() -> Vec<u8> {
+    let message = |name: &str, field: Vec<FieldDescriptorProto>| DescriptorProto {
+        name: Some(name.into()),
+        field,
+        ..Default::default()
+    };
+    FileDescriptorSet {
+        file: vec![FileDescriptorProto {
+            name: Some("shop.proto".into()),
+            package: Some("shop".into()),
+            syntax: Some("proto3".into()),
+            message_type: vec![
+                message(
+                    "OrderPlaced",
+                    vec![
+                        proto_field("total", 1, Type::Int64),
+                        proto_field("currency", 2, Type::String),
+                    ],
+                ),
+                message(
+                    "OrderShipped",
+                    vec![proto_field("tracking", 1, Type::String)],
+                ),
+            ],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn with(name: &str, contents: &[u8]) -> Self {
+        let path = std::env::temp_dir().join(format!("jetsource-cli-{}-{name}", Uuid::now_v7()));
+        std::fs::write(&path, contents).expect("write a temporary file");
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `OrderPlaced { total: 1250, currency: "EUR" }` as the runtime encodes it, under `name`.
+fn order_placed_as(name: &'static str) -> NewEvent {
+    let encoded = Event::encode(&OrderPlaced {
+        total: 1250,
+        currency: "EUR".into(),
+    })
+    .expect("encode");
+    assert_eq!(encoded.codec, Codec::Protobuf);
+    let mut new = event(name, encoded.codec, &encoded.payload);
+    new.version = encoded.version;
+    new
+}
+
+const ORDER_PLACED_HEX: &str = "    08 e2 09 12 03 45 55 52\n";
+const ORDER_PLACED_JSON: &str =
+    "  payload (protobuf, shop.OrderPlaced):\n    {\n      \"total\": 1250,\n      \"currency\": \"EUR\"\n    }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_prints_protobuf_payloads_as_json_with_a_descriptor_set() {
+    let server = NatsServer::start();
+    let shop = store(&server, "SHOP", "shop").await;
+    let order = key("order", "o-1");
+    append(
+        &shop,
+        &order,
+        vec![
+            order_placed_as(OrderPlaced::NAME),
+            // The same payload under a name no message type is named like.
+            order_placed_as("placed"),
+            event("commented", Codec::Json, br#"{"by":"ada"}"#),
+        ],
+    )
+    .await;
+    let descriptors = TempFile::with("shop.binpb", &shop_descriptor_set());
+    let events = |extra: &[&str]| {
+        let mut args = vec!["events", "--stream", "SHOP", "order", "o-1"];
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| {
+        let server = &server;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            jetsource_at(server, &args).await
+        }
+    };
+    let sections = |out: &str| -> (String, String, String) {
+        let v1 = position_of(out, "version 1: order_placed v1\n");
+        let v2 = position_of(out, "version 2: placed v1\n");
+        let v3 = position_of(out, "version 3: commented v1\n");
+        (
+            out[v1..v2].to_owned(),
+            out[v2..v3].to_owned(),
+            out[v3..].to_owned(),
+        )
+    };
+    let json_comment = "  payload (json):\n    {\n      \"by\": \"ada\"\n    }\n";
+
+    // Without a descriptor set: bytes, as before.
+    let out = run(events(&[])).await.success();
+    let (placed, renamed, comment) = sections(&out);
+    position_of(&placed, "  payload (protobuf, 8 bytes):\n");
+    position_of(&placed, ORDER_PLACED_HEX);
+    position_of(&renamed, ORDER_PLACED_HEX);
+    position_of(&comment, json_comment);
+    assert!(!out.contains("note:"), "{out}");
+
+    // With it: order_placed by the naming rule; `placed` has no type named like it.
+    let out = run(events(&["--descriptor-set", descriptors.path()]))
+        .await
+        .success();
+    let (placed, renamed, comment) = sections(&out);
+    position_of(&placed, ORDER_PLACED_JSON);
+    assert!(!placed.contains("note:"), "{placed}");
+    position_of(
+        &renamed,
+        "  note: not decoded: no message type in the descriptor set is named like event placed; \
+         map one with --message placed=<package.Message>\n  payload (protobuf, 8 bytes):\n",
+    );
+    position_of(&renamed, ORDER_PLACED_HEX);
+    position_of(&comment, json_comment);
+
+    // An explicit mapping decodes `placed` too.
+    let out = run(events(&[
+        "--descriptor-set",
+        descriptors.path(),
+        "--message",
+        "placed=shop.OrderPlaced",
+    ]))
+    .await
+    .success();
+    let (placed, renamed, _) = sections(&out);
+    position_of(&placed, ORDER_PLACED_JSON);
+    position_of(&renamed, ORDER_PLACED_JSON);
+
+    // A wrong mapping: a one-line note and the bytes, and the command goes on.
+    let out = run(events(&[
+        "--descriptor-set",
+        descriptors.path(),
+        "--message",
+        "order_placed=shop.OrderShipped",
+    ]))
+    .await
+    .success();
+    let (placed, _, comment) = sections(&out);
+    let note = &placed[position_of(&placed, "  note: ")..];
+    let note = note.lines().next().unwrap_or_default();
+    assert!(
+        note.starts_with(
+            "  note: the payload does not decode as shop.OrderShipped (--message \
+             order_placed=shop.OrderShipped): "
+        ),
+        "{placed}"
+    );
+    position_of(
+        &placed,
+        &format!("{note}\n  payload (protobuf, 8 bytes):\n{ORDER_PLACED_HEX}"),
+    );
+    position_of(&comment, json_comment);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_descriptor_sets_and_mappings_are_refused_in_one_line() {
+    let descriptors = TempFile::with("shop.binpb", &shop_descriptor_set());
+    let garbage = TempFile::with("garbage.binpb", b"\xff\xff\xff not a descriptor set");
+    // Checked before connecting: no server is needed (nothing listens on this port).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let base = [
+        "--server",
+        url.as_str(),
+        "events",
+        "--stream",
+        "SHOP",
+        "order",
+        "o-1",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        jetsource(&args).await
+    };
+
+    let missing = std::env::temp_dir().join(format!("jetsource-cli-{}-absent", Uuid::now_v7()));
+    let missing = missing.to_str().expect("UTF-8 path");
+    let err = run(with(&["--descriptor-set", missing])).await.failure();
+    assert!(
+        err.starts_with(&format!(
+            "error: descriptor set {missing}: cannot read it: "
+        )),
+        "{err}"
+    );
+
+    let err = run(with(&["--descriptor-set", garbage.path()]))
+        .await
+        .failure();
+    assert!(
+        err.contains("not a usable serialized google.protobuf.FileDescriptorSet"),
+        "{err}"
+    );
+    assert!(err.contains("--descriptor_set_out"), "{err}");
+
+    let err = run(with(&[
+        "--descriptor-set",
+        descriptors.path(),
+        "--message",
+        "order_placed=OrderPlaced",
+    ]))
+    .await
+    .failure();
+    assert!(
+        err.contains(
+            "it has no message type OrderPlaced (from --message order_placed=OrderPlaced)"
+        ),
+        "{err}"
+    );
+
+    // clap refuses malformed flags with exit code 2.
+    let run2 = run(with(&["--message", "order_placed=shop.OrderPlaced"])).await;
+    assert_eq!(run2.code, Some(2), "{}", run2.stderr);
+    assert!(run2.stderr.contains("--descriptor-set"), "{}", run2.stderr);
+    let run2 = run(with(&[
+        "--descriptor-set",
+        descriptors.path(),
+        "--message",
+        "order_placed",
+    ]))
+    .await;
+    assert_eq!(run2.code, Some(2), "{}", run2.stderr);
+    assert!(
+        run2.stderr.contains("<event_name>=<package.Message>"),
+        "{}",
+        run2.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_decodes_protobuf_by_the_codec_header() {
+    let server = NatsServer::start();
+    let shop = store(&server, "SHOPTAIL", "shoptail").await;
+    let order = key("order", "o-1");
+    let descriptors = TempFile::with("shop.binpb", &shop_descriptor_set());
+    let (_, child) = start_tail(
+        &server,
+        &[
+            "--stream",
+            "SHOPTAIL",
+            "--count",
+            "3",
+            "--descriptor-set",
+            descriptors.path(),
+        ],
+    )
+    .await;
+    append(&shop, &order, vec![order_placed_as(OrderPlaced::NAME)]).await;
+    // Protobuf bytes that happen to parse as JSON (`12`) are still shown as Protobuf.
+    append(
+        &shop,
+        &order,
+        vec![event("audited", Codec::Protobuf, b"12")],
+    )
+    .await;
+    append(&shop, &order, vec![deposit(7)]).await;
+    let out = finish_tail(child).await;
+
+    let first = position_of(&out, "#1 shoptail.order.o-1.order_placed at ");
+    let second = position_of(&out, "#2 shoptail.order.o-1.audited at ");
+    let third = position_of(&out, "#3 shoptail.order.o-1.deposited at ");
+    assert!(first < second && second < third, "{out}");
+    position_of(&out[first..second], "  Jetsource-Codec: protobuf\n");
+    position_of(&out[first..second], ORDER_PLACED_JSON);
+    position_of(
+        &out[second..third],
+        "  note: not decoded: no message type in the descriptor set is named like event \
+         audited; map one with --message audited=<package.Message>\n  payload (protobuf, 2 \
+         bytes):\n    31 32\n",
+    );
+    position_of(
+        &out[third..],
+        "  payload (json):\n    {\n      \"amount\": 7\n    }\n",
+    );
 }

@@ -2,18 +2,21 @@
 
 use std::io::Write;
 
-use jetsource::{AggregateId, AggregateKey, EventStore, StoredEvent};
+use jetsource::{AggregateId, AggregateKey, Codec, EventStore, StoredEvent};
 
 use super::Session;
 use crate::args::EventsArgs;
 use crate::error::CliError;
+use crate::protobuf::ProtobufTypes;
 use crate::render;
 use crate::store::open_existing;
 
-/// Prints the aggregate's events from `--from-version` on, oldest first.
+/// Prints the aggregate's events from `--from-version` on, oldest first; Protobuf payloads
+/// decoded with `types` when given.
 pub async fn run(
     session: &Session,
     args: &EventsArgs,
+    types: Option<&ProtobufTypes>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     // The type is checked with the id's rules: both are one subject token.
@@ -47,13 +50,17 @@ pub async fn run(
         n => writeln!(out, "{key} in stream {stream}: {n} events")?,
     }
     for event in &events {
-        print_event(event, out)?;
+        print_event(event, types, out)?;
     }
     Ok(())
 }
 
 /// One event: its version, name and schema version, metadata, user headers and payload.
-fn print_event(event: &StoredEvent, out: &mut impl Write) -> Result<(), CliError> {
+fn print_event(
+    event: &StoredEvent,
+    types: Option<&ProtobufTypes>,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     writeln!(
         out,
         "\nversion {}: {} v{}",
@@ -72,10 +79,14 @@ fn print_event(event: &StoredEvent, out: &mut impl Write) -> Result<(), CliError
     for (name, value) in &event.headers {
         writeln!(out, "  header {name}: {value}")?;
     }
-    writeln!(
-        out,
-        "{}",
-        render::payload(Some(event.codec), &event.payload, "  ")
-    )?;
+    let payload = match event.codec {
+        Codec::Protobuf => render::protobuf_payload(
+            types.map(|types| types.decode(&event.name, Some(event.version), &event.payload)),
+            &event.payload,
+            "  ",
+        ),
+        codec => render::payload(Some(codec), &event.payload, "  "),
+    };
+    writeln!(out, "{payload}")?;
     Ok(())
 }

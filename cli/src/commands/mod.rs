@@ -14,6 +14,7 @@ use async_nats::jetstream;
 use crate::args::{Cli, Command, DeadLettersCommand, StreamConfigCommand};
 use crate::connect;
 use crate::error::CliError;
+use crate::protobuf::ProtobufTypes;
 
 /// What every command that talks to the server gets.
 pub struct Session {
@@ -39,12 +40,18 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::StreamConfig(StreamConfigCommand::Show(settings)) = &cli.command {
         return stream_config::show(settings, &mut out);
     }
+    // Before connecting, so that an unusable descriptor set fails at once.
+    let types = match &cli.command {
+        Command::Events(args) => ProtobufTypes::load(&args.decode)?,
+        Command::Tail(args) => ProtobufTypes::load(&args.decode)?,
+        _ => None,
+    };
     let options = connect::options(&cli.connection)?;
     let session = Session {
         client: connect::connect(&options).await?,
         request_timeout: options.request_timeout,
     };
-    let result = dispatch(&session, cli.command, &mut out).await;
+    let result = dispatch(&session, cli.command, types.as_ref(), &mut out).await;
     out.flush()?;
     result
 }
@@ -52,12 +59,13 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 async fn dispatch(
     session: &Session,
     command: Command,
+    types: Option<&ProtobufTypes>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
     match command {
         Command::Streams => streams::run(session, out).await,
-        Command::Events(args) => events::run(session, &args, out).await,
-        Command::Tail(args) => tail::run(session, &args, out).await,
+        Command::Events(args) => events::run(session, &args, types, out).await,
+        Command::Tail(args) => tail::run(session, &args, types, out).await,
         Command::DeadLetters(DeadLettersCommand::List(target)) => {
             dead_letters::list(session, &target, out).await
         }

@@ -5,16 +5,24 @@ use std::time::SystemTime;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::StreamExt;
+use jetsource::Codec;
 
 use super::Session;
 use crate::args::TailArgs;
 use crate::error::CliError;
+use crate::protobuf::{Decoded, ProtobufTypes};
 use crate::render;
 use crate::store::get_stream;
 use crate::subject::SubjectFilter;
 
-/// Prints each message stored after the start, until `--count` or an interrupt.
-pub async fn run(session: &Session, args: &TailArgs, out: &mut impl Write) -> Result<(), CliError> {
+/// Prints each message stored after the start, until `--count` or an interrupt; Protobuf
+/// payloads decoded with `types` when given.
+pub async fn run(
+    session: &Session,
+    args: &TailArgs,
+    types: Option<&ProtobufTypes>,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     if let Some(subject) = &args.subject {
         // Checked here so a typo gets a precise message rather than the server's.
         SubjectFilter::parse(subject)?;
@@ -73,10 +81,44 @@ pub async fn run(session: &Session, args: &TailArgs, out: &mut impl Write) -> Re
                 writeln!(out, "{line}")?;
             }
         }
-        // The codec is in a header this command does not decode; JSON is recognised by parsing.
-        writeln!(out, "{}", render::payload(None, &message.payload, "  "))?;
+        writeln!(
+            out,
+            "{}",
+            payload(message.headers.as_ref(), &message.payload, types)
+        )?;
         out.flush()?;
         printed += 1;
     }
     Ok(())
 }
+
+/// The payload as its `Jetsource-Codec` header says; without one (a message that is not a
+/// jetsource event), JSON is recognised by parsing.
+fn payload(
+    headers: Option<&async_nats::HeaderMap>,
+    bytes: &[u8],
+    types: Option<&ProtobufTypes>,
+) -> String {
+    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
+    let Some(codec) = header(CODEC) else {
+        return render::payload(None, bytes, "  ");
+    };
+    if Codec::parse(codec) != Some(Codec::Protobuf) {
+        return render::labelled_payload(codec, bytes, "  ");
+    }
+    let decoded = types.map(|types| match header(EVENT_NAME) {
+        Some(name) => {
+            let version = header(EVENT_VERSION).and_then(|v| v.parse().ok());
+            types.decode(name, version, bytes)
+        }
+        None => Decoded::Note(format!(
+            "not decoded: the message has no {EVENT_NAME} header to choose a message type by"
+        )),
+    });
+    render::protobuf_payload(decoded, bytes, "  ")
+}
+
+/// The runtime's metadata headers this command reads.
+const CODEC: &str = "Jetsource-Codec";
+const EVENT_NAME: &str = "Jetsource-Event-Name";
+const EVENT_VERSION: &str = "Jetsource-Event-Version";
