@@ -84,6 +84,7 @@ pub use memory::{
     start_defined_in_memory, start_in_memory, InMemoryConsumer, InMemoryDeadLetter,
     InMemoryDeadLetters, InMemorySubscriberHandle,
 };
+#[cfg(feature = "postgres")]
 pub(crate) use runtime::delete_consumers;
 pub use runtime::{start, SubscriberHandle, SubscriberStats};
 

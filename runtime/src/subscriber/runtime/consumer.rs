@@ -94,6 +94,7 @@ pub(super) async fn ensure_consumer(
 /// Deletes a subscriber's durable consumers on `event_stream`, so its next start begins at
 /// `deliver_from` again: the consumer on the event stream and, scaled out, those of every
 /// partition. Missing ones are fine.
+#[cfg(feature = "postgres")]
 pub(crate) async fn delete_consumers(
     js: &async_nats::jetstream::Context,
     event_stream: &str,

@@ -51,6 +51,11 @@ pub(crate) struct Dispatcher<S: Subscriber> {
     pub(super) settle_by: tokio::time::Instant,
     /// The highest stream sequence received from the events consumer.
     pub(super) high_water: u64,
+    /// The highest consumer sequence (one per delivery) received from the events consumer.
+    pub(super) last_delivery: u64,
+    /// Another process consumes the same durable (a settle timed out with deliveries still
+    /// elsewhere): gaps in the delivery sequence are its share, not lost messages.
+    pub(super) shared_durable: bool,
     /// The handle's shutdown request.
     pub(super) stop: watch::Receiver<bool>,
     /// Tells the workers to drain.
@@ -88,12 +93,15 @@ pub(super) fn settle_limit(ack_wait: &Duration) -> Duration {
 }
 
 impl<S: Subscriber> Dispatcher<S> {
+    /// Holds new messages back until the pending ones are in hand. Every call (another pull
+    /// error, another unreadable consumer state) restarts the deadline: messages delivered
+    /// into a connection that broke come back one ack wait after the server can reach this
+    /// process again, so the time the server was out of reach must not count (a failover
+    /// outlasting the deadline let later events of an aggregate overtake earlier ones).
     fn settle(&mut self) {
-        if self.gate == Gate::Open {
-            self.gate = Gate::Settling;
-            self.settle_by =
-                tokio::time::Instant::now() + settle_limit(&self.shared.config.ack_wait);
-        }
+        self.gate = Gate::Settling;
+        let deadline = tokio::time::Instant::now() + settle_limit(&self.shared.config.ack_wait);
+        self.settle_by = self.settle_by.max(deadline);
     }
 
     async fn open(&self, consumer: &Consumer<pull::Config>) -> Option<pull::Stream> {
@@ -313,16 +321,29 @@ impl<S: Subscriber> Dispatcher<S> {
             Ok(info) => info.clone(),
             Err(e) => {
                 tracing::debug!(error = %e, "reading the consumer state failed");
+                self.settle();
                 return;
             }
         };
-        if info.num_ack_pending > in_hand && tokio::time::Instant::now() < self.settle_by {
-            tracing::debug!(
-                pending = info.num_ack_pending,
-                in_hand,
-                "waiting for earlier deliveries to come back"
-            );
-            return;
+        if info.num_ack_pending > in_hand {
+            if tokio::time::Instant::now() < self.settle_by {
+                tracing::debug!(
+                    pending = info.num_ack_pending,
+                    in_hand,
+                    "waiting for earlier deliveries to come back"
+                );
+                return;
+            }
+            if !self.shared_durable {
+                self.shared_durable = true;
+                tracing::warn!(
+                    consumer = %self.consumer_name,
+                    pending = info.num_ack_pending,
+                    in_hand,
+                    "deliveries stay with another process of this durable; per-aggregate order \
+                     across processes needs partitions (SubscriberConfig::partitions)"
+                );
+            }
         }
         self.gate = Gate::Open;
         tracing::info!(
@@ -354,8 +375,12 @@ impl<S: Subscriber> Dispatcher<S> {
     }
 
     fn delivery(&mut self, msg: Message, source: Source) -> Option<Delivery> {
-        let (seq, delivered) = match msg.info() {
-            Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
+        let (seq, delivered, delivery) = match msg.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                info.delivered.max(1) as u64,
+                info.consumer_sequence,
+            ),
             Err(e) => {
                 tracing::warn!(error = %e, subject = %msg.subject, "ignoring a message without JetStream metadata");
                 return None;
@@ -372,6 +397,18 @@ impl<S: Subscriber> Dispatcher<S> {
         };
         let verify = match source {
             Source::Events => {
+                // A gap in the delivery sequence is a delivery that never arrived (lost with a
+                // broken connection, without any error from the pull): it comes back after the
+                // ack wait, so nothing newer may overtake it meanwhile.
+                if delivery > self.last_delivery + 1 && !self.shared_durable {
+                    tracing::debug!(
+                        expected = self.last_delivery + 1,
+                        received = delivery,
+                        "deliveries missing; holding newer ones until they are back"
+                    );
+                    self.settle();
+                }
+                self.last_delivery = self.last_delivery.max(delivery);
                 let verify = delivered > 1 || seq <= self.high_water;
                 self.high_water = self.high_water.max(seq);
                 verify

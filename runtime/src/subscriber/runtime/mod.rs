@@ -33,7 +33,9 @@ use super::{Subscriber, SubscriberError};
 use crate::event_set::EventSet;
 use crate::observability::SubscriberMetrics;
 use crate::JetStreamStore;
-pub(crate) use consumer::{delete_consumers, PRIORITY_GROUP};
+#[cfg(feature = "postgres")]
+pub(crate) use consumer::delete_consumers;
+pub(crate) use consumer::PRIORITY_GROUP;
 use consumer::{deliver_policy, ensure_consumer, filter_subjects, partition_filters};
 use dispatch::{settle_limit, Dispatcher, Gate};
 use router::Completion;
@@ -379,6 +381,8 @@ pub(crate) async fn open_lane<S: Subscriber>(
         redrive,
         gate,
         high_water: info.delivered.stream_sequence,
+        last_delivery: info.delivered.consumer_sequence,
+        shared_durable: false,
         stop,
         drain: drain_tx,
         stored,
