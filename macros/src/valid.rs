@@ -158,10 +158,10 @@ pub fn check_subscriber(cx: &Ctxt, sub: &SubscriberImpl) {
 
 fn check_subscriber_attrs(cx: &Ctxt, attrs: &SubscriberAttrs) {
     if let Some(durable) = &attrs.durable {
-        is_durable_name(cx, durable);
+        is_api_name(cx, durable, "durable name");
     }
     if let Some(stream) = &attrs.stream {
-        is_stream_name(cx, stream);
+        is_api_name(cx, stream, "stream name");
     }
     if let Some(DeliverFrom::Position(position)) = &attrs.deliver_from {
         // JetStream stream sequences start at 1; position 0 does not exist.
@@ -349,11 +349,10 @@ fn one_handler_per_event_type(cx: &Ctxt, handlers: &[Handler]) {
     }
 }
 
-/// The durable name is the consumer's name on the server, which allows only these characters
-/// and becomes part of the completion-log stream's name; checked here so a bad name is a
-/// compile error rather than a failed start.
-fn is_durable_name(cx: &Ctxt, durable: &LitStr) {
-    let value = durable.value();
+/// Durable and stream names are one token of the server's API subjects
+/// (`$JS.API.CONSUMER.INFO.<stream>.<durable>`), limited like the runtime limits them.
+fn is_api_name(cx: &Ctxt, name: &LitStr, what: &str) {
+    let value = name.value();
     let valid = !value.is_empty()
         && value.len() <= 100
         && value
@@ -361,24 +360,8 @@ fn is_durable_name(cx: &Ctxt, durable: &LitStr) {
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
     if !valid {
         cx.error_spanned_by(
-            durable,
-            format!("durable name {value:?} must be 1 to 100 characters of A-Z a-z 0-9 _ -"),
-        );
-    }
-}
-
-/// Stream names are one subject token of the server's API (`$JS.API.STREAM.INFO.<name>`).
-fn is_stream_name(cx: &Ctxt, stream: &LitStr) {
-    let value = stream.value();
-    let valid = !value.is_empty()
-        && value.len() <= 100
-        && value
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
-    if !valid {
-        cx.error_spanned_by(
-            stream,
-            format!("stream name {value:?} must be 1 to 100 characters of A-Z a-z 0-9 _ -"),
+            name,
+            format!("{what} {value:?} must be 1 to 100 characters of A-Z a-z 0-9 _ -"),
         );
     }
 }

@@ -16,6 +16,24 @@ use super::{EventContext, HandlerError};
 use crate::error::DecodeError;
 use crate::store::StoredEvent;
 
+/// The span of one handler attempt (see [`crate::observability`]), continuing the trace the
+/// event carries.
+pub(crate) fn handler_span(subscriber: &str, stored: &StoredEvent, attempt: u64) -> tracing::Span {
+    let span = tracing::info_span!(
+        "jetsource.handle",
+        subscriber = %subscriber,
+        event_id = %stored.id,
+        event = %stored.name,
+        aggregate_type = %stored.aggregate_type,
+        aggregate_id = %stored.aggregate_id,
+        version = stored.sequence,
+        position = stored.position,
+        attempt
+    );
+    crate::observability::continue_trace(&span, &stored.headers);
+    span
+}
+
 /// The context a handler gets for `stored`, on handler attempt `attempt` (from 1).
 pub(crate) fn event_context(stored: &StoredEvent, attempt: u64, redriven: bool) -> EventContext {
     EventContext {

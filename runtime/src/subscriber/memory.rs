@@ -68,79 +68,12 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::config::{DeliverFrom, SubscriberConfig};
-use super::{Subscriber, SubscriberDefinition, SubscriberError, SubscriberStats};
+use super::handle::{Counters, SubscriberHandle};
+use super::{Subscriber, SubscriberDefinition, SubscriberError};
 use crate::event_set::EventSet;
 use crate::observability::SubscriberMetrics;
 use crate::store::InMemoryStore;
-use dispatch::{Counters, Dispatcher, Shared};
-
-/// A running in-memory subscriber: the [`SubscriberHandle`](super::SubscriberHandle) of
-/// [`start_in_memory`]. Dropping it leaves the subscriber running; call
-/// [`InMemorySubscriberHandle::shutdown`] to stop it.
-///
-/// ```
-/// # use jetsource::subscriber::{self, EventContext, HandlerError, Subscriber, SubscriberConfig};
-/// # use jetsource::{Event, EventSet, InMemoryStore};
-/// # #[derive(Event, serde::Serialize, serde::Deserialize)]
-/// # #[event(name = "deposited", version = 1)]
-/// # struct Deposited { amount: u64 }
-/// # #[derive(EventSet)]
-/// # enum Handled { Deposited(Deposited) }
-/// # struct Audit;
-/// # impl Subscriber for Audit {
-/// #     type Event = Handled;
-/// #     async fn handle(&self, _: Handled, _: &EventContext) -> Result<(), HandlerError> { Ok(()) }
-/// # }
-/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let store = InMemoryStore::new();
-/// let running = subscriber::start_in_memory(&store, Audit, SubscriberConfig::new("audit"))
-///     .await
-///     .unwrap();
-/// assert!(!running.is_finished());
-/// let stats = running.shutdown().await.unwrap();
-/// assert_eq!(stats.handled, 0);
-/// # });
-/// ```
-#[derive(Debug)]
-pub struct InMemorySubscriberHandle {
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), SubscriberError>>,
-    counters: Arc<Counters>,
-}
-
-impl InMemorySubscriberHandle {
-    /// The counters so far.
-    pub fn stats(&self) -> SubscriberStats {
-        self.counters.snapshot()
-    }
-
-    /// Whether the subscriber stopped (after [`InMemorySubscriberHandle::shutdown`] or an
-    /// error).
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
-    /// Stops gracefully: nothing more is read; running handlers finish and are acknowledged;
-    /// a retry waiting for its back-off, and events that had not started, stay unacknowledged
-    /// and are delivered first when a subscriber starts again with the same durable name.
-    /// Returns the final counters.
-    pub async fn shutdown(self) -> Result<SubscriberStats, SubscriberError> {
-        self.shutdown.send_replace(true);
-        match self.task.await {
-            Ok(Ok(())) => Ok(self.counters.snapshot()),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(SubscriberError::Task(e.to_string())),
-        }
-    }
-
-    /// Stops at once without acknowledging anything more, like a crash: running handlers are
-    /// dropped at their next await. Everything unacknowledged is delivered again by the next
-    /// start.
-    pub async fn abort(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
+use dispatch::{Dispatcher, Shared};
 
 /// Starts `subscriber` on `store`: creates the durable consumer `config.durable_name` (starting
 /// where [`SubscriberConfig::deliver_from`] says) or resumes an existing one, then consumes in
@@ -153,7 +86,7 @@ impl InMemorySubscriberHandle {
 ///
 /// - [`SubscriberConfig::ack_wait`] has no effect: nothing is redelivered while the process
 ///   holding it runs, as with JetStream's in-progress acks. Events delivered to a subscriber
-///   that stopped (gracefully or by [`InMemorySubscriberHandle::abort`]) without acknowledging
+///   that stopped (gracefully or by [`SubscriberHandle::abort`]) without acknowledging
 ///   them are delivered again, first, by the next start;
 /// - an acknowledgement is recorded together with its completion in one step, so
 ///   [`SubscriberConfig::ack_mode`] makes no difference and no crash falls between the two;
@@ -182,7 +115,7 @@ pub async fn start_in_memory<S: Subscriber>(
     store: &InMemoryStore,
     subscriber: S,
     config: SubscriberConfig,
-) -> Result<InMemorySubscriberHandle, SubscriberError> {
+) -> Result<SubscriberHandle, SubscriberError> {
     config.validate()?;
     if <S::Event as EventSet>::NAMES.is_empty() {
         return Err(SubscriberError::InvalidConfig(
@@ -213,11 +146,7 @@ pub async fn start_in_memory<S: Subscriber>(
         stop,
     });
     let task = tokio::spawn(Dispatcher::new(shared, lease).run().instrument(span));
-    Ok(InMemorySubscriberHandle {
-        shutdown,
-        task,
-        counters,
-    })
+    Ok(SubscriberHandle::new(shutdown, task, counters))
 }
 
 /// [`start_in_memory`]s `subscriber` with its own
@@ -232,7 +161,7 @@ pub async fn start_in_memory<S: Subscriber>(
 pub async fn start_defined_in_memory<S: SubscriberDefinition>(
     store: &InMemoryStore,
     subscriber: S,
-) -> Result<InMemorySubscriberHandle, SubscriberError> {
+) -> Result<SubscriberHandle, SubscriberError> {
     start_in_memory(store, subscriber, S::subscriber_config()).await
 }
 

@@ -74,19 +74,21 @@ mod decide;
 mod done_log;
 mod fixture;
 mod group;
+mod handle;
 pub(crate) mod memory;
 mod runtime;
 
 pub use config::{AckMode, DeliverFrom, Idempotency, SubscriberConfig};
 pub use dead_letter::{DeadLetter, DeadLetterReason, DeadLetters};
 pub use fixture::{FixtureCall, Redelivery, SubscriberFixture};
+pub use handle::{SubscriberHandle, SubscriberStats};
 pub use memory::{
     start_defined_in_memory, start_in_memory, InMemoryConsumer, InMemoryDeadLetter,
-    InMemoryDeadLetters, InMemorySubscriberHandle,
+    InMemoryDeadLetters,
 };
 #[cfg(feature = "postgres")]
 pub(crate) use runtime::delete_consumers;
-pub use runtime::{start, SubscriberHandle, SubscriberStats};
+pub use runtime::start;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -7,7 +7,6 @@
 //! handler never starts before its predecessor's completion is recorded.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,33 +20,8 @@ use crate::observability::{self, SubscriberMetrics};
 use crate::store::InMemoryStore;
 use crate::subscriber::config::{Idempotency, SubscriberConfig};
 use crate::subscriber::decide::{self, AfterFailure};
-use crate::subscriber::{DeadLetterReason, Subscriber, SubscriberError, SubscriberStats};
-
-/// The counters behind [`SubscriberStats`].
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    handled: AtomicU64,
-    duplicates_skipped: AtomicU64,
-    retired_skipped: AtomicU64,
-    retries: AtomicU64,
-    dead_lettered: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn snapshot(&self) -> SubscriberStats {
-        SubscriberStats {
-            handled: self.handled.load(Ordering::Relaxed),
-            duplicates_skipped: self.duplicates_skipped.load(Ordering::Relaxed),
-            retired_skipped: self.retired_skipped.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-        }
-    }
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
+use crate::subscriber::handle::{bump, Counters};
+use crate::subscriber::{DeadLetterReason, Subscriber, SubscriberError};
 
 /// What the dispatcher and its tasks share.
 pub(crate) struct Shared<S: Subscriber> {
@@ -277,18 +251,7 @@ async fn process<S: Subscriber>(shared: &Shared<S>, delivery: Delivery) {
         };
         durable.attempt_started(source);
         let ctx = decide::event_context(stored, attempt, redriven);
-        let span = tracing::info_span!(
-            "jetsource.handle",
-            subscriber = %shared.config.durable_name,
-            event_id = %stored.id,
-            event = %stored.name,
-            aggregate_type = %stored.aggregate_type,
-            aggregate_id = %stored.aggregate_id,
-            version = stored.sequence,
-            position = stored.position,
-            attempt
-        );
-        observability::continue_trace(&span, &stored.headers);
+        let span = decide::handler_span(&shared.config.durable_name, stored, attempt);
         let started = Instant::now();
         // Commands the handler runs inherit the event's correlation id, and the event as cause.
         let call = shared.subscriber.handle(event, &ctx).instrument(span);

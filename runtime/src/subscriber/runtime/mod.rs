@@ -17,7 +17,6 @@ mod dispatch;
 mod process;
 mod router;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +28,7 @@ use tracing::Instrument;
 use super::config::{Idempotency, Placement, SubscriberConfig};
 use super::dead_letter;
 use super::done_log::DoneLog;
+use super::handle::{Counters, SubscriberHandle};
 use super::{Subscriber, SubscriberError};
 use crate::event_set::EventSet;
 use crate::observability::SubscriberMetrics;
@@ -39,101 +39,6 @@ pub(crate) use consumer::PRIORITY_GROUP;
 use consumer::{deliver_policy, ensure_consumer, filter_subjects, partition_filters};
 use dispatch::{settle_limit, Dispatcher, Gate};
 use router::Completion;
-
-/// Counters of a running subscriber.
-///
-/// ```no_run
-/// # fn show(handle: &jetsource::subscriber::SubscriberHandle) {
-/// let stats = handle.stats();
-/// println!("{} handled, {} dead-lettered", stats.handled, stats.dead_lettered);
-/// # }
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SubscriberStats {
-    /// Events the handler completed (and that were acked).
-    pub handled: u64,
-    /// Redeliveries skipped because the event had been completed before.
-    pub duplicates_skipped: u64,
-    /// Events of retired types, acked without calling the handler.
-    pub retired_skipped: u64,
-    /// In-place retries after retryable failures.
-    pub retries: u64,
-    /// Messages moved to the dead-letter stream.
-    pub dead_lettered: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    handled: AtomicU64,
-    duplicates_skipped: AtomicU64,
-    retired_skipped: AtomicU64,
-    retries: AtomicU64,
-    dead_lettered: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> SubscriberStats {
-        SubscriberStats {
-            handled: self.handled.load(Ordering::Relaxed),
-            duplicates_skipped: self.duplicates_skipped.load(Ordering::Relaxed),
-            retired_skipped: self.retired_skipped.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
-        }
-    }
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// A running subscriber. Dropping it leaves the subscriber running; call
-/// [`SubscriberHandle::shutdown`] to stop it.
-///
-/// ```no_run
-/// # use jetsource::subscriber::{self, SubscriberConfig, Subscriber, EventContext, HandlerError};
-/// # async fn run<S: Subscriber>(store: jetsource::JetStreamStore, s: S) -> Result<(), Box<dyn std::error::Error>> {
-/// let handle = subscriber::start(&store, s, SubscriberConfig::new("audit")).await?;
-/// let stats = handle.shutdown().await?;
-/// println!("{stats:?}");
-/// # Ok(()) }
-/// ```
-#[derive(Debug)]
-pub struct SubscriberHandle {
-    shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), SubscriberError>>,
-    counters: Arc<Counters>,
-}
-
-impl SubscriberHandle {
-    /// The counters so far.
-    pub fn stats(&self) -> SubscriberStats {
-        self.counters.snapshot()
-    }
-
-    /// Whether the subscriber stopped (after [`SubscriberHandle::shutdown`] or an error).
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
-    /// Stops gracefully: no more pulls; running handlers finish and are acked; messages that
-    /// had not started are `nak`ed so they are redelivered at once. Returns the final counters.
-    pub async fn shutdown(self) -> Result<SubscriberStats, SubscriberError> {
-        let _ = self.shutdown.send(true);
-        match self.task.await {
-            Ok(Ok(())) => Ok(self.counters.snapshot()),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(SubscriberError::Task(e.to_string())),
-        }
-    }
-
-    /// Stops at once without acking anything, like a crash (running handlers are dropped at
-    /// their next await). The server redelivers what was unacknowledged after the ack wait.
-    pub async fn abort(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Source {
@@ -233,11 +138,7 @@ pub async fn start<S: Subscriber>(
             tokio::spawn(group.run(stop).instrument(span))
         }
     };
-    Ok(SubscriberHandle {
-        shutdown,
-        task,
-        counters,
-    })
+    Ok(SubscriberHandle::new(shutdown, task, counters))
 }
 
 /// What every lane of a subscriber shares: one lane consumes the whole stream, or, scaled out,

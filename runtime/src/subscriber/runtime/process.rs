@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::router::{Completion, Done, Router};
-use super::{bump, Delivery, Shared, Source};
+use super::{Delivery, Shared, Source};
 use crate::event_set::EventSet;
 use crate::observability;
 use crate::store::jetstream::headers;
@@ -18,6 +18,7 @@ use crate::store::StoredEvent;
 use crate::subscriber::config::AckMode;
 use crate::subscriber::dead_letter::{self, DeadLetterDraft, DeadLetterReason};
 use crate::subscriber::decide::{self, AfterFailure};
+use crate::subscriber::handle::bump;
 use crate::subscriber::{HandlerError, Subscriber};
 
 pub(super) async fn worker<S: Subscriber>(
@@ -198,18 +199,7 @@ async fn process<S: Subscriber>(shared: &Shared<S>, d: Delivery) -> Option<Defer
             },
         };
         let ctx = decide::event_context(&stored, attempt, redriven);
-        let span = tracing::info_span!(
-            "jetsource.handle",
-            subscriber = %shared.config.durable_name,
-            event_id = %id,
-            event = %stored.name,
-            aggregate_type = %stored.aggregate_type,
-            aggregate_id = %stored.aggregate_id,
-            version = stored.sequence,
-            position = stored.position,
-            attempt
-        );
-        observability::continue_trace(&span, &stored.headers);
+        let span = decide::handler_span(&shared.config.durable_name, &stored, attempt);
         let started = std::time::Instant::now();
         let call = shared.subscriber.handle(current, &ctx).instrument(span);
         let call = observability::with_cause(&stored.correlation_id, stored.id, call);

@@ -1,0 +1,122 @@
+//! What a started subscriber gives back, on either backend: its handle and its counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::SubscriberError;
+
+/// Counters of a running subscriber.
+///
+/// ```no_run
+/// # fn show(handle: &jetsource::subscriber::SubscriberHandle) {
+/// let stats = handle.stats();
+/// println!("{} handled, {} dead-lettered", stats.handled, stats.dead_lettered);
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriberStats {
+    /// Events the handler completed (and that were acked).
+    pub handled: u64,
+    /// Redeliveries skipped because the event had been completed before.
+    pub duplicates_skipped: u64,
+    /// Events of retired types, acked without calling the handler.
+    pub retired_skipped: u64,
+    /// In-place retries after retryable failures.
+    pub retries: u64,
+    /// Messages moved to the dead-letter stream (or list, in memory).
+    pub dead_lettered: u64,
+}
+
+/// The counters behind [`SubscriberStats`], shared by a subscriber's tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) handled: AtomicU64,
+    pub(crate) duplicates_skipped: AtomicU64,
+    pub(crate) retired_skipped: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> SubscriberStats {
+        SubscriberStats {
+            handled: self.handled.load(Ordering::Relaxed),
+            duplicates_skipped: self.duplicates_skipped.load(Ordering::Relaxed),
+            retired_skipped: self.retired_skipped.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A running subscriber, on JetStream ([`start`](super::start)) or in memory
+/// ([`start_in_memory`](super::start_in_memory)). Dropping it leaves the subscriber running;
+/// call [`SubscriberHandle::shutdown`] to stop it.
+///
+/// ```no_run
+/// # use jetsource::subscriber::{self, SubscriberConfig, Subscriber, EventContext, HandlerError};
+/// # async fn run<S: Subscriber>(store: jetsource::JetStreamStore, s: S) -> Result<(), Box<dyn std::error::Error>> {
+/// let handle = subscriber::start(&store, s, SubscriberConfig::new("audit")).await?;
+/// let stats = handle.shutdown().await?;
+/// println!("{stats:?}");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct SubscriberHandle {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), SubscriberError>>,
+    counters: Arc<Counters>,
+}
+
+impl SubscriberHandle {
+    pub(crate) fn new(
+        shutdown: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<Result<(), SubscriberError>>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        SubscriberHandle {
+            shutdown,
+            task,
+            counters,
+        }
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> SubscriberStats {
+        self.counters.snapshot()
+    }
+
+    /// Whether the subscriber stopped (after [`SubscriberHandle::shutdown`] or an error).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops gracefully: nothing more is pulled or read; running handlers finish and are
+    /// acknowledged; what had not started (and a retry waiting for its back-off) stays
+    /// unacknowledged and comes first when a subscriber with the same durable name runs again
+    /// (on JetStream it is `nak`ed, so the server redelivers it at once). Returns the final
+    /// counters.
+    pub async fn shutdown(self) -> Result<SubscriberStats, SubscriberError> {
+        self.shutdown.send_replace(true);
+        match self.task.await {
+            Ok(Ok(())) => Ok(self.counters.snapshot()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(SubscriberError::Task(e.to_string())),
+        }
+    }
+
+    /// Stops at once without acknowledging anything more, like a crash: running handlers are
+    /// dropped at their next await. What was unacknowledged is delivered again (on JetStream
+    /// after the ack wait; in memory by the next start).
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
