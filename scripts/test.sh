@@ -16,6 +16,9 @@ cargo test --workspace --all-features --lib --bins --tests --examples
 cargo test --workspace --all-features --doc
 cargo run --quiet --example quickstart > /dev/null
 cargo run --quiet --example orders_protobuf > /dev/null
+# A short fuzz run of the event decoder (cargo-fuzz on the stable toolchain; scripts/fuzz.sh
+# says how to run a long one).
+FUZZ_SECONDS=20 bash scripts/fuzz.sh
 
 # The JetStream example, against a throwaway server on a free loopback port.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
