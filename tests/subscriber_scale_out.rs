@@ -117,19 +117,24 @@ struct Workers(Vec<Child>);
 
 impl Workers {
     fn spawn(count: usize, url: &str) -> Self {
+        let mut workers = Workers(Vec::new());
+        for worker in 0..count {
+            workers.add(worker, url);
+        }
+        workers
+    }
+
+    /// Starts worker `id`, reporting as `id`.
+    fn add(&mut self, id: usize, url: &str) {
         let exe = std::env::current_exe().expect("test binary path");
-        let children = (0..count)
-            .map(|worker| {
-                Command::new(&exe)
-                    .args(["--exact", "scale_out_worker", "--ignored", "--nocapture"])
-                    .env(WORKER_URL, url)
-                    .env(WORKER_ID, worker.to_string())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("spawn a worker process")
-            })
-            .collect();
-        Workers(children)
+        let child = Command::new(exe)
+            .args(["--exact", "scale_out_worker", "--ignored", "--nocapture"])
+            .env(WORKER_URL, url)
+            .env(WORKER_ID, id.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn a worker process");
+        self.0.push(child);
     }
 
     fn kill(&mut self, worker: usize) {
@@ -229,29 +234,8 @@ async fn wait_for(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_share_the_partitions_and_survive_a_kill() {
-    let server = NatsServer::start();
-    let store = JetStreamStore::connect(
-        JetStreamConnectOptions::new([server.url()]),
-        stream_config(),
-    )
-    .await
-    .expect("connect");
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let mut subscription = client.subscribe(REPORTS).await.expect("subscribe");
-    client.flush().await.expect("flush");
-    let reports = Arc::new(Mutex::new(Vec::<Report>::new()));
-    let collector = {
-        let reports = reports.clone();
-        tokio::spawn(async move {
-            while let Some(message) = subscription.next().await {
-                reports.lock().unwrap().push(parse(&message.payload));
-            }
-        })
-    };
-
-    let mut workers = Workers::spawn(3, &server.url());
+/// Waits until `count` worker processes announce themselves in the group's bucket.
+async fn wait_for_members(client: &async_nats::Client, count: usize) {
     let js = async_nats::jetstream::new(client.clone());
     let bucket = format!("jetsource_members_{STREAM}_{DURABLE}");
     let start = Instant::now();
@@ -263,15 +247,49 @@ async fn three_processes_share_the_partitions_and_survive_a_kill() {
             },
             Err(_) => 0,
         };
-        if members == 3 {
-            break;
+        if members == count {
+            return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
-            "the three workers did not join (members: {members})"
+            "{count} workers did not join (members: {members})"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Starts collecting the workers' reports.
+async fn collect_reports(
+    client: &async_nats::Client,
+) -> (Arc<Mutex<Vec<Report>>>, tokio::task::JoinHandle<()>) {
+    let mut subscription = client.subscribe(REPORTS).await.expect("subscribe");
+    client.flush().await.expect("flush");
+    let reports = Arc::new(Mutex::new(Vec::<Report>::new()));
+    let collector = {
+        let reports = reports.clone();
+        tokio::spawn(async move {
+            while let Some(message) = subscription.next().await {
+                reports.lock().unwrap().push(parse(&message.payload));
+            }
+        })
+    };
+    (reports, collector)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_share_the_partitions_and_survive_a_kill() {
+    let server = NatsServer::start();
+    let store = JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        stream_config(),
+    )
+    .await
+    .expect("connect");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let (reports, collector) = collect_reports(&client).await;
+
+    let mut workers = Workers::spawn(3, &server.url());
+    wait_for_members(&client, 3).await;
 
     let mut expected = append_phase(&store, 1, PER_PHASE).await;
     let before_kill = expected.len() / 2;
@@ -359,6 +377,91 @@ async fn three_processes_share_the_partitions_and_survive_a_kill() {
     eprintln!(
         "{} events, {} reports, {duplicates} handled again after the kill, before the kill: {per_worker:?}",
         expected.len(),
+        reports.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_joining_take_partitions_over_without_a_duplicate_or_a_reorder() {
+    let server = NatsServer::start();
+    let store = JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        stream_config(),
+    )
+    .await
+    .expect("connect");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let (reports, collector) = collect_reports(&client).await;
+    let mut workers = Workers::spawn(1, &server.url());
+    wait_for_members(&client, 1).await;
+
+    // Events keep coming while the group grows: the partitions move with work in flight.
+    let appending = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut ids = HashSet::new();
+            for round in 0..2 * PER_PHASE {
+                ids.extend(append_phase(&store, round + 1, round + 1).await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ids
+        })
+    };
+    wait_for(
+        &reports,
+        "the first process to handle events alone",
+        Duration::from_secs(60),
+        |r| r.len() >= 200,
+    )
+    .await;
+    let joined_at = reports.lock().unwrap().len();
+    workers.add(1, &server.url());
+    workers.add(2, &server.url());
+    wait_for_members(&client, 3).await;
+    let expected = appending.await.expect("append task");
+    wait_for(
+        &reports,
+        "every event to be handled",
+        Duration::from_secs(120),
+        |r| {
+            let seen: HashSet<Uuid> = r.iter().map(|r| r.event_id).collect();
+            expected.is_subset(&seen)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    collector.abort();
+    let reports = reports.lock().unwrap().clone();
+
+    assert!(
+        reports[..joined_at].iter().all(|r| r.worker == "0"),
+        "only the first process worked before the others joined"
+    );
+    let joined: HashSet<&str> = reports[joined_at..]
+        .iter()
+        .map(|r| r.worker.as_str())
+        .collect();
+    assert!(
+        joined.contains("1") && joined.contains("2"),
+        "the joining processes took partitions over: {joined:?}"
+    );
+    // A graceful handover finishes or returns everything: nothing is handled twice.
+    let distinct: HashSet<Uuid> = reports.iter().map(|r| r.event_id).collect();
+    assert_eq!(distinct.len(), reports.len(), "an event was handled twice");
+    assert_eq!(distinct, expected);
+    let mut by_aggregate: HashMap<&str, Vec<u64>> = HashMap::new();
+    for report in &reports {
+        by_aggregate
+            .entry(report.aggregate.as_str())
+            .or_default()
+            .push(report.sequence);
+    }
+    for (aggregate, sequences) in by_aggregate {
+        let expected: Vec<u64> = (1..=2 * PER_PHASE).collect();
+        assert_eq!(sequences, expected, "order of aggregate {aggregate}");
+    }
+    eprintln!(
+        "{} events; {joined_at} handled by the first process before the others joined",
         reports.len()
     );
 }
