@@ -104,6 +104,30 @@ mod shadowed {
         }
     }
 
+    /// Every other key of `#[subscriber]`, so each generated setting is checked here too.
+    #[derive(Default)]
+    pub struct Scaled;
+
+    #[jetsource::subscriber(
+        durable = "scaled",
+        stream = "BANK",
+        deliver_from = "2026-01-31T08:00:00Z",
+        ack_wait_ms = 500,
+        max_deliver = 2,
+        max_ack_pending = 9,
+        partitions = 4,
+        member_ttl_ms = 800
+    )]
+    impl Scaled {
+        async fn on_opened(
+            &self,
+            _: Opened,
+            _: &jetsource::subscriber::EventContext,
+        ) -> ::core::result::Result<(), jetsource::subscriber::HandlerError> {
+            ::core::result::Result::Ok(())
+        }
+    }
+
     /// Uses every shadow, so `deny(warnings)` also proves none of them is dead.
     pub fn shadows() -> (Result, Option, Vec, Box, String, (), (), (), ()) {
         (Result, Option, Vec, Box, String, Ok(), Err(), Some(), None)
@@ -201,5 +225,26 @@ fn the_subscriber_macro_works_where_prelude_names_are_shadowed() {
     assert_eq!(
         (config.durable_name.as_str(), config.concurrency),
         ("audit", 2)
+    );
+}
+
+#[test]
+fn every_subscriber_setting_works_where_prelude_names_are_shadowed() {
+    use jetsource::subscriber::{DeliverFrom, SubscriberConfig, SubscriberDefinition};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    let _ = shadowed::Scaled;
+    assert_eq!(
+        shadowed::Scaled::subscriber_config(),
+        SubscriberConfig::new("scaled")
+            .stream("BANK")
+            .deliver_from(DeliverFrom::Time(
+                UNIX_EPOCH + Duration::from_secs(1_769_846_400)
+            ))
+            .ack_wait(Duration::from_millis(500))
+            .max_deliver(2)
+            .max_ack_pending(9)
+            .partitions(4)
+            .member_ttl(Duration::from_millis(800))
     );
 }
