@@ -150,9 +150,10 @@ impl Publisher {
             headers: message_headers,
             payload: new_event.payload,
         };
-        let published = append::single(self.store.client(), outgoing)
-            .await
-            .map_err(|error| self.store.refusal_behind(error, &stem))?;
+        let published = self
+            .store
+            .unless_refused(&stem, append::single(self.store.client(), outgoing))
+            .await?;
         match published {
             Published::Stored(position) => {
                 metrics::counter!(observability::EVENTS_APPENDED, "aggregate_type" => self.topic)

@@ -2,19 +2,41 @@
 //!
 //! nats-server answers a publish to a subject the user may not publish to with an asynchronous
 //! `-ERR 'Permissions Violation for Publish to "<subject>"'` and never replies to the request,
-//! which then times out. The connection's event callback records each refusal here, so a timed
-//! out append can tell the caller it was refused, and on which subject.
+//! which would time out. The connection's event callback records each refusal here; an append
+//! waits for its ack or a refusal of its subject, whichever comes first, and so reports the
+//! refusal at once, naming the subject.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 /// How many refusals are remembered; older ones are forgotten.
 const KEEP: usize = 256;
 
+/// One refusal: its number (from 1, in the order they came), when, and the refused subject.
+type Refusal = (u64, Instant, String);
+
 /// Refusals the server reported on one connection, newest last.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Refusals(Arc<Mutex<VecDeque<(Instant, String)>>>);
+#[derive(Debug, Clone)]
+pub(crate) struct Refusals(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    log: Mutex<VecDeque<Refusal>>,
+    /// The number of the latest refusal, so a waiting append wakes up when one comes.
+    latest: watch::Sender<u64>,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals(Arc::new(Shared {
+            log: Mutex::new(VecDeque::new()),
+            latest: watch::Sender::new(0),
+        }))
+    }
+}
 
 impl Refusals {
     /// Records the subject of a permission violation in a server error, if it is one.
@@ -22,27 +44,68 @@ impl Refusals {
         let Some(subject) = refused_publish_subject(server_error) else {
             return;
         };
-        let mut refusals = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if refusals.len() == KEEP {
-            refusals.pop_front();
+        let mut log = self.0.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.len() == KEEP {
+            log.pop_front();
         }
-        refusals.push_back((Instant::now(), subject.to_owned()));
+        let number = *self.0.latest.borrow() + 1;
+        log.push_back((number, Instant::now(), subject.to_owned()));
+        // Announced under the log's lock, so a woken waiter finds the refusal in the log.
+        self.0.latest.send_replace(number);
     }
 
     /// The subject under `stem` (`<stem>.<anything>`) refused within `within`, if any.
     pub(crate) fn refused_under(&self, stem: &str, within: Duration) -> Option<String> {
-        let refusals = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        refusals
-            .iter()
-            .rev()
-            .take_while(|(at, _)| at.elapsed() <= within)
-            .find(|(_, subject)| {
-                subject
-                    .strip_prefix(stem)
-                    .is_some_and(|rest| rest.starts_with('.'))
-            })
-            .map(|(_, subject)| subject.clone())
+        self.find(stem, |(_, at, _)| at.elapsed() <= within)
     }
+
+    /// Watches for refusals from now on; create it before publishing.
+    pub(crate) fn watch(&self) -> RefusalWatch {
+        let latest = self.0.latest.subscribe();
+        let since = *latest.borrow();
+        RefusalWatch {
+            refusals: self.clone(),
+            latest,
+            since,
+        }
+    }
+
+    fn find(&self, stem: &str, recent: impl Fn(&Refusal) -> bool) -> Option<String> {
+        let log = self.0.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .rev()
+            .take_while(|refusal| recent(refusal))
+            .find(|(_, _, subject)| is_under(subject, stem))
+            .map(|(_, _, subject)| subject.clone())
+    }
+}
+
+/// Refusals from the moment it was created on.
+pub(crate) struct RefusalWatch {
+    refusals: Refusals,
+    latest: watch::Receiver<u64>,
+    since: u64,
+}
+
+impl RefusalWatch {
+    /// Waits for a refusal of a subject under `stem` (pending forever if none comes).
+    pub(crate) async fn refused_under(mut self, stem: &str) -> String {
+        loop {
+            let since = self.since;
+            if let Some(subject) = self.refusals.find(stem, |(number, ..)| *number > since) {
+                return subject;
+            }
+            if self.latest.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+fn is_under(subject: &str, stem: &str) -> bool {
+    subject
+        .strip_prefix(stem)
+        .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// `<subject>` of `... Permissions Violation for Publish to "<subject>" ...`.
@@ -71,5 +134,22 @@ mod tests {
         );
         assert_eq!(refusals.refused_under("bank.account.a", within), None);
         assert_eq!(refusals.refused_under("bank.account.a2", within), None);
+    }
+
+    #[tokio::test]
+    async fn a_watch_sees_only_later_refusals_of_its_stem() {
+        let refusals = Refusals::default();
+        refusals.record(r#"Permissions Violation for Publish to "bank.account.a1.opened""#);
+        let watch = refusals.watch();
+        let waiting = tokio::spawn(async move { watch.refused_under("bank.account.a1").await });
+        tokio::task::yield_now().await;
+        refusals.record(r#"Permissions Violation for Publish to "bank.account.a2.opened""#);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiting.is_finished(),
+            "an earlier refusal or another stem woke it"
+        );
+        refusals.record(r#"Permissions Violation for Publish to "bank.account.a1.deposited""#);
+        assert_eq!(waiting.await.unwrap(), "bank.account.a1.deposited");
     }
 }

@@ -364,21 +364,23 @@ impl JetStreamStore {
                 command_id,
                 key,
             };
-            let published = if events.len() == 1 {
-                append::single(
-                    &self.inner.client,
-                    append::message(&guard, &events[0], 0, first_sequence),
-                )
-                .await
-            } else {
-                self.publish_batch(append::messages(&guard, &events, first_sequence))
+            let publish = async {
+                if events.len() == 1 {
+                    append::single(
+                        &self.inner.client,
+                        append::message(&guard, &events[0], 0, first_sequence),
+                    )
                     .await
+                } else {
+                    self.publish_batch(append::messages(&guard, &events, first_sequence))
+                        .await
+                }
             };
+            let published = self.unless_refused(&stem, publish).await;
             let published = match published {
                 Ok(published) => published,
                 Err(error) => {
-                    // A timeout may be the server's silent answer to a publish it refused.
-                    let error = self.refusal_behind(error, &stem);
+                    // Refused: certainly not stored, so the cache still holds.
                     if is_permission_denied(&error) {
                         return Err(error);
                     }
@@ -522,6 +524,25 @@ fn is_permission_denied(error: &StoreError) -> bool {
 impl JetStreamStore {
     /// Turns a timed-out append whose subject under `stem` the server refused into
     /// [`JetStreamError::PermissionDenied`].
+    /// Runs `publish` (messages under `stem`) until its ack, or until the server refuses one of
+    /// its subjects: it answers a refused publish only with an asynchronous `-ERR`, never with
+    /// a reply, and nothing is stored.
+    pub(crate) async fn unless_refused<T>(
+        &self,
+        stem: &str,
+        publish: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        // Watching starts before the first message leaves, so no refusal can slip past.
+        let refusal = self.inner.refusals.watch();
+        tokio::select! {
+            biased;
+            result = publish => result.map_err(|error| self.refusal_behind(error, stem)),
+            subject = refusal.refused_under(stem) => {
+                Err(JetStreamError::PermissionDenied { subject }.into())
+            }
+        }
+    }
+
     pub(crate) fn refusal_behind(&self, error: StoreError, stem: &str) -> StoreError {
         let timed_out = matches!(&error, StoreError::Backend(inner)
             if matches!(inner.downcast_ref::<JetStreamError>(), Some(JetStreamError::Timeout)));
