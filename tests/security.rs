@@ -438,3 +438,134 @@ async fn a_read_only_user_reads_and_cannot_append() {
     let fresh = connect(as_user("writer", "writer-pw")).await.unwrap();
     assert_eq!(fresh.load(&k, 1).await.unwrap().len(), 200);
 }
+
+// ANCHOR: subscriber_permissions
+/// What a subscriber `durable` of stream `stream` needs, and nothing more: the store's lookups,
+/// its own durable consumer (pull and ack), its dead-letter stream and redrive consumer, and its
+/// completion log. No publish to event subjects.
+fn subscriber_permissions(stream: &str, durable: &str) -> Permissions {
+    let dlq = format!("{stream}_DLQ");
+    let done = format!("{stream}_{durable}_DONE");
+    let redrive = format!("{durable}_redrive");
+    let mut permissions = Permissions::default()
+        .allow_publish("$JS.API.INFO")
+        .allow_publish(format!("$JS.API.STREAM.INFO.{stream}"))
+        .allow_publish(format!("$JS.API.STREAM.INFO.KV_{stream}_SNAPSHOTS"))
+        // Reading an aggregate's last event, which an append looks up first.
+        .allow_publish(format!("$JS.API.STREAM.MSG.GET.{stream}"))
+        .allow_subscribe("_INBOX.>");
+    for own_stream in [&dlq, &done] {
+        permissions = permissions
+            .allow_publish(format!("$JS.API.STREAM.INFO.{own_stream}"))
+            .allow_publish(format!("$JS.API.STREAM.CREATE.{own_stream}"));
+    }
+    for (on, consumer) in [(stream, durable), (dlq.as_str(), redrive.as_str())] {
+        permissions = permissions
+            .allow_publish(format!("$JS.API.CONSUMER.CREATE.{on}.{consumer}"))
+            .allow_publish(format!("$JS.API.CONSUMER.CREATE.{on}.{consumer}.>"))
+            .allow_publish(format!("$JS.API.CONSUMER.INFO.{on}.{consumer}"))
+            .allow_publish(format!("$JS.API.CONSUMER.MSG.NEXT.{on}.{consumer}"))
+            .allow_publish(format!("$JS.ACK.{on}.{consumer}.>"));
+    }
+    permissions
+        // Dead letters of this subscriber only.
+        .allow_publish(format!("jetsource_dlq.{stream}.dead.{durable}"))
+        // The completion log: written, and its tail read back at start.
+        .allow_publish(format!("jetsource_done.{stream}.{durable}"))
+        .allow_publish(format!("$JS.API.STREAM.MSG.GET.{done}"))
+        .allow_publish(format!("$JS.API.CONSUMER.CREATE.{done}.>"))
+        .allow_publish(format!("$JS.API.CONSUMER.MSG.NEXT.{done}.>"))
+        .allow_publish(format!("$JS.API.CONSUMER.DELETE.{done}.>"))
+}
+// ANCHOR_END: subscriber_permissions
+
+#[derive(jetsource::Event, serde::Serialize, serde::Deserialize)]
+#[event(name = "deposited", version = 1)]
+struct Deposited {
+    n: u64,
+}
+
+#[derive(jetsource::EventSet)]
+enum Deposits {
+    Deposited(Deposited),
+}
+
+/// Counts what it handles.
+#[derive(Clone, Default)]
+struct Counting(Arc<std::sync::atomic::AtomicU64>);
+
+impl jetsource::subscriber::Subscriber for Counting {
+    type Event = Deposits;
+
+    async fn handle(
+        &self,
+        _: Deposits,
+        _: &jetsource::subscriber::EventContext,
+    ) -> Result<(), jetsource::subscriber::HandlerError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_user_allowed_only_its_own_subjects_consumes_and_cannot_append() {
+    logs();
+    let server = NatsServer::start_with_options(ServerOptions::new().auth(Auth::Users(vec![
+        User::new("writer", "writer-pw"),
+        User::new("billing", "billing-pw").permissions(subscriber_permissions("SECURE", "billing")),
+    ])));
+    let url = server.url();
+    let as_user = |user: &str, password: &str| {
+        JetStreamConnectOptions::new([url.clone()])
+            .user_password(user, password)
+            .request_timeout(Duration::from_secs(2))
+    };
+    let writer = connect(as_user("writer", "writer-pw")).await.unwrap();
+    let k = key("account", "sub-1");
+    writer
+        .append(
+            &k,
+            ExpectedVersion::Exact(0),
+            None,
+            support::events("deposited", 20),
+        )
+        .await
+        .unwrap();
+
+    let billing = connect(as_user("billing", "billing-pw")).await.unwrap();
+    let counted = Counting::default();
+    let config =
+        jetsource::subscriber::SubscriberConfig::new("billing").ack_wait(Duration::from_secs(1));
+    let running = jetsource::subscriber::start(&billing, counted.clone(), config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", captured_logs()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counted.0.load(std::sync::atomic::Ordering::SeqCst) < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the restricted subscriber handled {} of 20:\n{}",
+            counted.0.load(std::sync::atomic::Ordering::SeqCst),
+            captured_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = running.shutdown().await.unwrap();
+    assert_eq!(stats.handled, 20);
+
+    let error = billing
+        .append(
+            &k,
+            ExpectedVersion::Exact(20),
+            None,
+            vec![event("deposited", "{}")],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Backend(inner)
+            if matches!(inner.downcast_ref::<JetStreamError>(),
+                Some(JetStreamError::PermissionDenied { .. }))),
+        "{error:?}"
+    );
+    assert_eq!(writer.load(&k, 1).await.unwrap().len(), 20);
+}
