@@ -194,13 +194,31 @@ async fn append_and_record(
 }
 
 /// Waits until `journal` holds `count` acknowledged appends.
-async fn until_acknowledged(journal: &Mutex<Journal>, count: usize, what: &str) {
+async fn until_acknowledged(
+    journal: &Mutex<Journal>,
+    count: usize,
+    what: &str,
+    client: &async_nats::Client,
+) {
     let deadline = Instant::now() + Duration::from_secs(120);
-    while journal.lock().unwrap().acknowledged.len() < count {
+    loop {
+        let (acknowledged, failed, recent) = {
+            let journal = journal.lock().unwrap();
+            let recent: Vec<String> = (journal.failed.iter().rev().take(5))
+                .map(|(attempt, kind)| format!("{} {kind}", attempt.command))
+                .collect();
+            (journal.acknowledged.len(), journal.failed.len(), recent)
+        };
+        if acknowledged >= count {
+            return;
+        }
+        // The guard is released before a failing assertion, so the writers see no poisoned lock.
         assert!(
             Instant::now() < deadline,
-            "{what}: only {} of {count} appends acknowledged after 120 s",
-            journal.lock().unwrap().acknowledged.len()
+            "{what}: only {acknowledged} of {count} appends acknowledged after 120 s \
+             ({failed} failed; latest failures: {recent:?}; client {:?}, {:?})",
+            client.connection_state(),
+            client.statistics()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -233,7 +251,13 @@ async fn acknowledged_appends_survive_server_sigkills_and_failed_commands_apply_
     let mut recoveries = Vec::new();
     for kill in 1..=kills {
         let before = journal.lock().unwrap().acknowledged.len();
-        until_acknowledged(&journal, before + per_phase, "before a kill").await;
+        until_acknowledged(
+            &journal,
+            before + per_phase,
+            "before a kill",
+            store.client(),
+        )
+        .await;
         let killed_at = Instant::now();
         // SIGKILL: no flush, no goodbye; appends in flight end in timeouts or lost acks.
         tokio::task::block_in_place(|| server.stop());
@@ -241,7 +265,13 @@ async fn acknowledged_appends_survive_server_sigkills_and_failed_commands_apply_
         // Same port, same store directory: JetStream recovers the stream from its files.
         tokio::task::block_in_place(|| server.restart());
         let acknowledged = journal.lock().unwrap().acknowledged.len();
-        until_acknowledged(&journal, acknowledged + 1, "after a restart").await;
+        until_acknowledged(
+            &journal,
+            acknowledged + 1,
+            "after a restart",
+            store.client(),
+        )
+        .await;
         // Time from the kill to the first acknowledged append that was started after it.
         let deadline = Instant::now() + Duration::from_secs(60);
         let recovered = loop {
@@ -265,7 +295,13 @@ async fn acknowledged_appends_survive_server_sigkills_and_failed_commands_apply_
         recoveries.push(recovered);
     }
     let before = journal.lock().unwrap().acknowledged.len();
-    until_acknowledged(&journal, before + per_phase / 2, "after the last restart").await;
+    until_acknowledged(
+        &journal,
+        before + per_phase / 2,
+        "after the last restart",
+        store.client(),
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.expect("writer task");

@@ -202,14 +202,32 @@ impl Cache {
         self.put(key, state);
     }
 
-    /// Stores `state` unless a newer one is there already.
+    /// Extends `key`'s entry with the events that follow it, in place, when the entry ends
+    /// right before `from` and knows its command ids. False when it does not (then nothing
+    /// changed).
+    pub fn extend_known(&self, key: &AggregateKey, from: u64, events: &[StoredEvent]) -> bool {
+        let mut map = self.lock();
+        match map.get_mut(key) {
+            Some(state) if state.version + 1 == from && state.commands.is_some() => {
+                state.extend(events);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stores `state` unless a newer one is there already. A newer entry that does not know
+    /// its command ids gives way to an older one that does: a cache behind the stream only
+    /// costs a conflict and a catch-up, while unknown command ids make every idempotent append
+    /// read the aggregate's whole history.
     pub fn put(&self, key: &AggregateKey, state: AggregateState) {
         if self.capacity == 0 {
             return;
         }
         let mut map = self.lock();
         if let Some(existing) = map.get(key) {
-            if existing.version > state.version {
+            let complete_over_unknown = existing.commands.is_none() && state.commands.is_some();
+            if existing.version > state.version && !complete_over_unknown {
                 return;
             }
         } else if map.len() >= self.capacity {
@@ -249,4 +267,68 @@ pub(crate) fn outcome_of(events: &[StoredEvent], command: &str) -> Option<Append
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AggregateId, Codec};
+
+    fn key() -> AggregateKey {
+        AggregateKey::new("account", AggregateId::new("a1").unwrap())
+    }
+
+    fn event(sequence: u64, command: &str) -> StoredEvent {
+        StoredEvent {
+            id: uuid::Uuid::now_v7(),
+            aggregate_type: "account".into(),
+            aggregate_id: "a1".into(),
+            sequence,
+            position: sequence * 10,
+            name: "deposited".into(),
+            version: 1,
+            codec: Codec::Json,
+            payload: bytes::Bytes::from_static(b"{}"),
+            timestamp: std::time::SystemTime::now(),
+            correlation_id: "c".into(),
+            causation_id: None,
+            command_id: Some(command.into()),
+            headers: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_complete_state_replaces_a_newer_one_without_command_ids() {
+        let cache = Cache::new(10);
+        let outcome = AppendOutcome {
+            first_sequence: 3,
+            last_sequence: 3,
+            last_position: 30,
+            duplicate: false,
+        };
+        // An append the cache had no entry for: version known, command ids not.
+        cache.appended(&key(), 2, outcome, Some("c3"));
+        assert!(cache.head(&key(), Some("c4")).is_none());
+        // A scan that read up to version 2 must still land, or every idempotent append scans.
+        cache.put(
+            &key(),
+            AggregateState::from_history(&[event(1, "c1"), event(2, "c2")]),
+        );
+        let head = cache.head(&key(), Some("c4")).expect("command ids known");
+        assert_eq!(head.version, 2);
+        // A newer complete state is not replaced by an older one.
+        cache.put(&key(), AggregateState::from_history(&[event(1, "c1")]));
+        assert_eq!(cache.head(&key(), None).unwrap().version, 2);
+    }
+
+    #[test]
+    fn extending_in_place_needs_the_next_version_and_known_command_ids() {
+        let cache = Cache::new(10);
+        cache.put(&key(), AggregateState::from_history(&[event(1, "c1")]));
+        assert!(!cache.extend_known(&key(), 3, &[event(3, "c3")]), "a gap");
+        assert!(cache.extend_known(&key(), 2, &[event(2, "c2")]));
+        let head = cache.head(&key(), Some("c2")).unwrap();
+        assert_eq!(head.version, 2);
+        assert_eq!(head.prior.map(|p| p.first_sequence), Some(2));
+    }
 }

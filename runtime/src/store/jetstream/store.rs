@@ -219,6 +219,35 @@ impl JetStreamStore {
         Ok(head)
     }
 
+    /// After a conflict: extends the cached state with the events appended since (one read of
+    /// the aggregate's tail) instead of reading its whole history again, which on a contended
+    /// aggregate with a long history would make every conflict cost the whole history.
+    async fn catch_up(
+        &self,
+        key: &AggregateKey,
+        command_id: Option<&str>,
+    ) -> Result<Head, StoreError> {
+        if let Some(known) = self.inner.cache.head(key, command_id) {
+            let newer = self
+                .read(&self.wildcard(key), known.last_seq + 1, usize::MAX, |_| {
+                    true
+                })
+                .await?;
+            if newer.is_empty()
+                || self
+                    .inner
+                    .cache
+                    .extend_known(key, known.version + 1, &newer)
+            {
+                if let Some(head) = self.inner.cache.head(key, command_id) {
+                    return Ok(head);
+                }
+            }
+        }
+        self.inner.cache.remove(key);
+        self.fresh(key, command_id).await
+    }
+
     /// The aggregate's version and last sequence, read through the stream leader.
     async fn last(&self, key: &AggregateKey) -> Result<AggregateState, StoreError> {
         use jetstream::stream::LastRawMessageErrorKind;
@@ -415,9 +444,18 @@ impl JetStreamStore {
                     return Ok(outcome);
                 }
                 Published::Duplicate | Published::Conflict => {
-                    self.inner.cache.remove(key);
                     let was_fresh = is_fresh;
-                    head = self.fresh(key, command_id).await?;
+                    head = match published {
+                        // Another writer appended: an idempotent append reads only what it
+                        // added (a plain one looks its last event up through the leader).
+                        Published::Conflict if command_id.is_some() => {
+                            self.catch_up(key, command_id).await?
+                        }
+                        _ => {
+                            self.inner.cache.remove(key);
+                            self.fresh(key, command_id).await?
+                        }
+                    };
                     is_fresh = true;
                     let retry = match expected {
                         ExpectedVersion::Any => attempts < ANY_RETRIES,
