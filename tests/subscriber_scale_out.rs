@@ -276,17 +276,57 @@ async fn collect_reports(
     (reports, collector)
 }
 
+/// A server, a store on it, and the reports of the workers handling its events.
+struct Harness {
+    server: NatsServer,
+    store: JetStreamStore,
+    client: async_nats::Client,
+    reports: Arc<Mutex<Vec<Report>>>,
+    collector: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let server = NatsServer::start();
+        let store = JetStreamStore::connect(
+            JetStreamConnectOptions::new([server.url()]),
+            stream_config(),
+        )
+        .await
+        .expect("connect");
+        let client = async_nats::connect(server.url()).await.expect("connect");
+        let (reports, collector) = collect_reports(&client).await;
+        Harness {
+            server,
+            store,
+            client,
+            reports,
+            collector,
+        }
+    }
+}
+
+/// Each aggregate's handled sequences, in the order they were handled.
+fn sequences_by_aggregate(reports: &[Report]) -> HashMap<&str, Vec<u64>> {
+    let mut by_aggregate: HashMap<&str, Vec<u64>> = HashMap::new();
+    for report in reports {
+        by_aggregate
+            .entry(report.aggregate.as_str())
+            .or_default()
+            .push(report.sequence);
+    }
+    by_aggregate
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_share_the_partitions_and_survive_a_kill() {
-    let server = NatsServer::start();
-    let store = JetStreamStore::connect(
-        JetStreamConnectOptions::new([server.url()]),
-        stream_config(),
-    )
-    .await
-    .expect("connect");
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let (reports, collector) = collect_reports(&client).await;
+    let Harness {
+        server,
+        store,
+        client,
+        reports,
+        collector,
+    } = Harness::start().await;
 
     let mut workers = Workers::spawn(3, &server.url());
     wait_for_members(&client, 3).await;
@@ -361,13 +401,7 @@ async fn three_processes_share_the_partitions_and_survive_a_kill() {
 
     // Each aggregate in order: a repeat is only ever the event just before (handled again after
     // the kill), never an older one or a skip.
-    let mut by_aggregate: HashMap<&str, Vec<u64>> = HashMap::new();
-    for report in &reports {
-        by_aggregate
-            .entry(report.aggregate.as_str())
-            .or_default()
-            .push(report.sequence);
-    }
+    let by_aggregate = sequences_by_aggregate(&reports);
     assert_eq!(by_aggregate.len(), AGGREGATES);
     for (aggregate, mut sequences) in by_aggregate {
         sequences.dedup();
@@ -383,15 +417,13 @@ async fn three_processes_share_the_partitions_and_survive_a_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_joining_take_partitions_over_without_a_duplicate_or_a_reorder() {
-    let server = NatsServer::start();
-    let store = JetStreamStore::connect(
-        JetStreamConnectOptions::new([server.url()]),
-        stream_config(),
-    )
-    .await
-    .expect("connect");
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let (reports, collector) = collect_reports(&client).await;
+    let Harness {
+        server,
+        store,
+        client,
+        reports,
+        collector,
+    } = Harness::start().await;
     let mut workers = Workers::spawn(1, &server.url());
     wait_for_members(&client, 1).await;
 
@@ -449,13 +481,7 @@ async fn processes_joining_take_partitions_over_without_a_duplicate_or_a_reorder
     let distinct: HashSet<Uuid> = reports.iter().map(|r| r.event_id).collect();
     assert_eq!(distinct.len(), reports.len(), "an event was handled twice");
     assert_eq!(distinct, expected);
-    let mut by_aggregate: HashMap<&str, Vec<u64>> = HashMap::new();
-    for report in &reports {
-        by_aggregate
-            .entry(report.aggregate.as_str())
-            .or_default()
-            .push(report.sequence);
-    }
+    let by_aggregate = sequences_by_aggregate(&reports);
     for (aggregate, sequences) in by_aggregate {
         let expected: Vec<u64> = (1..=2 * PER_PHASE).collect();
         assert_eq!(sequences, expected, "order of aggregate {aggregate}");
