@@ -22,7 +22,7 @@ use jetsource::{
     JetStreamConnectOptions, JetStreamError, JetStreamStore, NewEvent, StoreError, StoredEvent,
 };
 use serde::{Deserialize, Serialize};
-use support::key;
+use support::{key, HandlingLog};
 use uuid::Uuid;
 
 const STREAM: &str = "FAILOVER";
@@ -266,28 +266,14 @@ async fn race(stores: [JetStreamStore; 2], rounds: u64) -> (Vec<Round>, u64) {
 /// Records per event id how often the handler completed it, and per aggregate the versions in
 /// handling order.
 #[derive(Default)]
-struct Recorder {
-    completions: Mutex<HashMap<Uuid, u32>>,
-    order: Mutex<HashMap<String, Vec<u64>>>,
-}
+struct Recorder(HandlingLog);
 
 impl Subscriber for Recorder {
     type Event = Handled;
 
     async fn handle(&self, _: Handled, ctx: &EventContext) -> Result<(), HandlerError> {
         tokio::time::sleep(Duration::from_millis(1)).await;
-        self.order
-            .lock()
-            .unwrap()
-            .entry(ctx.aggregate_id.clone())
-            .or_default()
-            .push(ctx.sequence);
-        *self
-            .completions
-            .lock()
-            .unwrap()
-            .entry(ctx.event_id)
-            .or_default() += 1;
+        self.0.record(ctx);
         Ok(())
     }
 }
@@ -556,6 +542,7 @@ async fn fail_over(target: Target) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let handled: HashSet<Uuid> = recorder
+            .0
             .completions
             .lock()
             .unwrap()
@@ -574,7 +561,7 @@ async fn fail_over(target: Target) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = consuming.shutdown().await.expect("shutdown the subscriber");
-    let completions = recorder.completions.lock().unwrap();
+    let completions = recorder.0.completions.lock().unwrap();
     let twice: Vec<_> = completions.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "handled more than once: {twice:?}");
     let probe: HashSet<&Uuid> = completions.keys().filter(|id| !all.contains(id)).collect();
@@ -582,7 +569,7 @@ async fn fail_over(target: Target) {
         probe.is_empty(),
         "handled events that are not stored: {probe:?}"
     );
-    for (aggregate, versions) in recorder.order.lock().unwrap().iter() {
+    for (aggregate, versions) in recorder.0.order.lock().unwrap().iter() {
         if let Some(at) = (0..versions.len()).find(|i| versions[*i] != *i as u64 + 1) {
             let around = &versions[at.saturating_sub(2)..(at + 3).min(versions.len())];
             panic!(

@@ -22,7 +22,7 @@ use jetsource::{
     StoreError, StoredEvent,
 };
 use serde::{Deserialize, Serialize};
-use support::key;
+use support::{key, HandlingLog};
 use uuid::Uuid;
 
 /// Whether the long variants run (`JETSOURCE_SOAK=1`).
@@ -561,8 +561,7 @@ fn rss_kib() -> u64 {
 /// per event id how often it completed.
 #[derive(Default)]
 struct SlowRecorder {
-    order: Mutex<HashMap<String, Vec<u64>>>,
-    completions: Mutex<HashMap<Uuid, u32>>,
+    log: HandlingLog,
     completed: AtomicUsize,
     work: Duration,
 }
@@ -579,18 +578,7 @@ impl Subscriber for SlowRecorder {
                 "payload does not match its version",
             ));
         }
-        self.order
-            .lock()
-            .unwrap()
-            .entry(ctx.aggregate_id.clone())
-            .or_default()
-            .push(ctx.sequence);
-        *self
-            .completions
-            .lock()
-            .unwrap()
-            .entry(ctx.event_id)
-            .or_default() += 1;
+        self.log.record(ctx);
         self.completed.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -738,11 +726,11 @@ async fn a_slow_consumer_holds_at_most_max_ack_pending_and_handles_everything_on
     );
 
     // Everything handled exactly once, each aggregate in order.
-    let completions = recorder.completions.lock().unwrap();
+    let completions = recorder.log.completions.lock().unwrap();
     assert_eq!(completions.len(), total, "every event handled");
     let twice = completions.values().filter(|n| **n > 1).count();
     assert_eq!(twice, 0, "{twice} events were handled more than once");
-    let order = recorder.order.lock().unwrap();
+    let order = recorder.log.order.lock().unwrap();
     assert_eq!(order.len(), aggregates);
     let expected: Vec<u64> = (1..=per_aggregate as u64).collect();
     for (aggregate, sequences) in order.iter() {

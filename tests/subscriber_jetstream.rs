@@ -2,6 +2,8 @@
 //! filtering, per-aggregate order under concurrency, retries with back-off, dead letters and
 //! redrive, idempotency across a crash, graceful restarts and a server restart.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use jetsource::{
     JetStreamConnectOptions, JetStreamStore, NewEvent, StreamConfig,
 };
 use serde::{Deserialize, Serialize};
+use support::HandlingLog;
 use uuid::Uuid;
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -110,8 +113,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// number of completed calls, and the largest number of concurrent calls.
 #[derive(Default)]
 struct Recorder {
-    order: Mutex<HashMap<String, Vec<u64>>>,
-    completions: Mutex<HashMap<Uuid, u32>>,
+    log: HandlingLog,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     calls: AtomicU64,
@@ -119,16 +121,11 @@ struct Recorder {
 
 impl Recorder {
     fn completed(&self) -> usize {
-        self.completions.lock().unwrap().len()
+        self.log.completed()
     }
 
     fn duplicates(&self) -> u32 {
-        self.completions
-            .lock()
-            .unwrap()
-            .values()
-            .map(|n| n - 1)
-            .sum()
+        self.log.duplicates()
     }
 }
 
@@ -155,26 +152,13 @@ impl Subscriber for Recording {
         assert_eq!(ctx.event_name, "deposited");
         // The seeded amounts equal the aggregate sequence.
         assert_eq!(ctx.sequence, d.amount);
-        self.rec
-            .order
-            .lock()
-            .unwrap()
-            .entry(ctx.aggregate_id.clone())
-            .or_default()
-            .push(d.amount);
-        *self
-            .rec
-            .completions
-            .lock()
-            .unwrap()
-            .entry(ctx.event_id)
-            .or_default() += 1;
+        self.rec.log.record(ctx);
         Ok(())
     }
 }
 
 fn assert_in_order(rec: &Recorder, aggregates: usize, per_aggregate: u64) {
-    let order = rec.order.lock().unwrap();
+    let order = rec.log.order.lock().unwrap();
     assert_eq!(order.len(), aggregates);
     let expected: Vec<u64> = (1..=per_aggregate).collect();
     for (aggregate, amounts) in order.iter() {
@@ -486,7 +470,7 @@ async fn after_a_crash_completed_events_are_skipped_and_order_holds() {
     wait_for("the rest", || rec.completed() == 7).await;
     let stats = second.shutdown().await.expect("shutdown");
 
-    let order = rec.order.lock().unwrap();
+    let order = rec.log.order.lock().unwrap();
     assert_eq!(
         order["a1"],
         vec![1, 2, 4, 5, 6],
@@ -494,8 +478,8 @@ async fn after_a_crash_completed_events_are_skipped_and_order_holds() {
     );
     assert_eq!(order["a2"], vec![1, 2]);
     assert_eq!(stats.duplicates_skipped, 1);
-    assert!(!rec.completions.lock().unwrap().contains_key(&a1[2]));
-    assert_eq!(rec.completions.lock().unwrap()[&a2_first], 1);
+    assert!(!rec.log.completions.lock().unwrap().contains_key(&a1[2]));
+    assert_eq!(rec.log.completions.lock().unwrap()[&a2_first], 1);
     assert_eq!(rec.duplicates(), 0);
 }
 
@@ -558,7 +542,14 @@ async fn a_server_restart_mid_consumption_loses_nothing() {
     .await;
     running.shutdown().await.expect("shutdown");
 
-    let completed: HashSet<Uuid> = rec.completions.lock().unwrap().keys().copied().collect();
+    let completed: HashSet<Uuid> = rec
+        .log
+        .completions
+        .lock()
+        .unwrap()
+        .keys()
+        .copied()
+        .collect();
     assert_eq!(completed, ids);
     assert_eq!(rec.duplicates(), 0);
     assert_in_order(&rec, 20, 100);

@@ -1,8 +1,12 @@
-//! Helpers shared by the store tests: events to append, and JetStream stores on a harness server.
+//! Helpers shared by the store and subscriber tests: events to append, JetStream stores on a
+//! harness server, and a log of what a test subscriber handled.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::SystemTime;
+
+use jetsource::subscriber::EventContext;
 
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{
@@ -84,4 +88,45 @@ pub async fn assert_retry_is_duplicate<S: EventStore>(
         ),
         "{expected:?}"
     );
+}
+
+/// What a test subscriber handled: per aggregate the versions in handling order, per event id
+/// how often the handler completed it.
+#[derive(Default)]
+pub struct HandlingLog {
+    pub order: Mutex<HashMap<String, Vec<u64>>>,
+    pub completions: Mutex<HashMap<uuid::Uuid, u32>>,
+}
+
+impl HandlingLog {
+    /// Records one completed handler call.
+    pub fn record(&self, ctx: &EventContext) {
+        self.order
+            .lock()
+            .unwrap()
+            .entry(ctx.aggregate_id.clone())
+            .or_default()
+            .push(ctx.sequence);
+        *self
+            .completions
+            .lock()
+            .unwrap()
+            .entry(ctx.event_id)
+            .or_default() += 1;
+    }
+
+    /// Distinct events completed.
+    pub fn completed(&self) -> usize {
+        self.completions.lock().unwrap().len()
+    }
+
+    /// Completions beyond the first of each event.
+    pub fn duplicates(&self) -> u32 {
+        self.completions
+            .lock()
+            .unwrap()
+            .values()
+            .map(|n| n - 1)
+            .sum()
+    }
 }
