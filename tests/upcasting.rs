@@ -1,6 +1,6 @@
 //! Stored events of every older shape decode into today's types: upcast chains over JSON and
-//! Protobuf (and across a codec change), custom upcast functions, renamed and retired events,
-//! and each way decoding can fail.
+//! Protobuf (and across a codec change), custom upcast functions (infallible and fallible),
+//! renamed and retired events, and each way decoding can fail.
 
 use jetsource::{Codec, DecodeError, EncodedEvent, Event, EventSet, RawEvent};
 use prost::Message;
@@ -47,6 +47,44 @@ fn opened_with_limit(v2: OpenedV2) -> Opened {
     }
 }
 // ANCHOR_END: json_chain
+
+// A lineage whose upcasts can fail: v1 stored the limit as text, v2 as a number of euros
+// (parsing can fail), v3 in cents (multiplying can overflow).
+
+// ANCHOR: fallible_upcast
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "limit_changed", version = 1)]
+struct LimitChangedV1 {
+    limit: String,
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "limit_changed", version = 2, previous = LimitChangedV1, upcast = parse_limit)]
+struct LimitChangedV2 {
+    euros: u64,
+}
+
+/// Any error type will do: it becomes the source of `DecodeError::Upcast`.
+fn parse_limit(v1: LimitChangedV1) -> Result<LimitChangedV2, std::num::ParseIntError> {
+    Ok(LimitChangedV2 {
+        euros: v1.limit.trim().parse()?,
+    })
+}
+
+#[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+#[event(name = "limit_changed", version = 3, previous = LimitChangedV2, upcast = in_cents)]
+struct LimitChanged {
+    cents: u64,
+}
+
+/// A `String` (or `&str`) is a message-only error.
+fn in_cents(v2: LimitChangedV2) -> Result<LimitChanged, String> {
+    match v2.euros.checked_mul(100) {
+        Some(cents) => Ok(LimitChanged { cents }),
+        None => Err(format!("{} euros do not fit in cents", v2.euros)),
+    }
+}
+// ANCHOR_END: fallible_upcast
 
 // A lineage that changes codec: JSON v1, then Protobuf v2 and v3.
 
@@ -366,6 +404,107 @@ fn malformed_payloads_are_reported_per_codec() {
                 ..
             }
         ),
+        "{error:?}"
+    );
+}
+
+fn decode_limit(version: u32, payload: &str) -> Result<LimitChanged, DecodeError> {
+    LimitChanged::decode_stored(RawEvent {
+        name: "limit_changed",
+        version,
+        codec: Codec::Json,
+        payload: payload.as_bytes(),
+    })
+}
+
+#[test]
+fn fallible_upcasts_that_succeed_decode_through_the_chain() {
+    assert_eq!(
+        decode_limit(1, r#"{"limit":" 25 "}"#).unwrap(),
+        LimitChanged { cents: 2_500 }
+    );
+    assert_eq!(
+        decode_limit(2, r#"{"euros":7}"#).unwrap(),
+        LimitChanged { cents: 700 }
+    );
+    assert_eq!(
+        decode_limit(3, r#"{"cents":1}"#).unwrap(),
+        LimitChanged { cents: 1 }
+    );
+}
+
+// ANCHOR: failed_upcast_test
+#[test]
+fn a_failed_upcast_names_the_event_the_stored_version_and_the_step() {
+    let error = decode_limit(1, r#"{"limit":"lots"}"#).unwrap_err();
+    let DecodeError::Upcast {
+        name,
+        version,
+        upcast_to,
+        source,
+    } = &error
+    else {
+        panic!("expected an upcast error: {error:?}");
+    };
+    assert_eq!(
+        (name.as_str(), *version, *upcast_to),
+        ("limit_changed", 1, 2)
+    );
+    // The upcast function's own error, kept as the source, not repeated in the message.
+    assert!(source.downcast_ref::<std::num::ParseIntError>().is_some());
+    assert_eq!(
+        error.to_string(),
+        "event `limit_changed` version 1 could not be upcast to version 2"
+    );
+    let reason = std::error::Error::source(&error).expect("a source");
+    assert_eq!(reason.to_string(), "invalid digit found in string");
+}
+// ANCHOR_END: failed_upcast_test
+
+#[test]
+fn a_failing_later_step_is_reported_after_an_earlier_one_succeeded() {
+    // v1 -> v2 parses, v2 -> v3 overflows: the error names the stored version 1 and the step
+    // to version 3.
+    let huge = u64::MAX.to_string();
+    let error = decode_limit(1, &format!(r#"{{"limit":"{huge}"}}"#)).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DecodeError::Upcast { name, version: 1, upcast_to: 3, .. } if name == "limit_changed"
+        ),
+        "{error:?}"
+    );
+    let reason = std::error::Error::source(&error).expect("a source");
+    assert_eq!(
+        reason.to_string(),
+        format!("{huge} euros do not fit in cents")
+    );
+    assert_eq!(
+        error.to_string(),
+        "event `limit_changed` version 1 could not be upcast to version 3"
+    );
+
+    // Stored as version 2, only the last step runs, and fails the same way.
+    let error = decode_limit(2, &format!(r#"{{"euros":{huge}}}"#)).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            DecodeError::Upcast {
+                version: 2,
+                upcast_to: 3,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_malformed_payload_is_not_an_upcast_failure() {
+    // The payload is read before any upcast runs.
+    let error = decode_limit(1, r#"{"limit":5}"#).unwrap_err();
+    assert!(
+        matches!(&error, DecodeError::Malformed { version: 1, .. }),
         "{error:?}"
     );
 }

@@ -74,6 +74,21 @@ pub enum DecodeError {
         /// What the codec said.
         reason: String,
     },
+    /// A fallible upcast function (`#[event(upcast = ...)]` returning `Err`) refused the stored
+    /// event: the step to version `upcast_to` could not be made from what was stored. The
+    /// function's error is the [`source`](std::error::Error::source).
+    #[error("event `{name}` version {version} could not be upcast to version {upcast_to}")]
+    Upcast {
+        /// The stored wire name.
+        name: String,
+        /// The stored version.
+        version: u32,
+        /// The version whose upcast function failed (the step from `upcast_to - 1`).
+        upcast_to: u32,
+        /// Why the upcast function refused the event.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// Metadata needed to decode (name, version or codec) is missing or unreadable.
     #[error("event metadata is invalid: {0}")]
     Metadata(String),

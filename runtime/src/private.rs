@@ -160,6 +160,67 @@ impl<P, T: From<P>> UpcastFrom<P> for T {
     }
 }
 
+/// What an `upcast = path::to::fn` function may return: the new version itself (an upcast that
+/// cannot fail), or a `Result` of it whose error is any `std::error::Error + Send + Sync +
+/// 'static` (or a `String` or `&str`, which become message-only errors). The event derive
+/// passes the function's result through [`upcast_with`], so both shapes compile.
+#[diagnostic::on_unimplemented(
+    message = "an upcast function to `{T}` must return `{T}` or `Result<{T}, E>`, not `{Self}`",
+    label = "this upcast function returns `{Self}`",
+    note = "`E` must be a `std::error::Error + Send + Sync + 'static`, a `String` or a `&str`"
+)]
+pub trait UpcastOutput<T> {
+    /// The upcast event, or why the stored one could not be upcast.
+    fn into_upcast(self) -> Result<T, Box<dyn std::error::Error + Send + Sync + 'static>>;
+}
+
+impl<T> UpcastOutput<T> for T {
+    fn into_upcast(self) -> Result<T, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        Ok(self)
+    }
+}
+
+impl<T, E: UpcastError> UpcastOutput<T> for Result<T, E> {
+    fn into_upcast(self) -> Result<T, Box<dyn std::error::Error + Send + Sync + 'static>> {
+        self.map_err(UpcastError::into_source)
+    }
+}
+
+/// The error of a fallible upcast function: anything that converts into a boxed error.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the error of an upcast function",
+    label = "this upcast function's error type is `{Self}`",
+    note = "the error must be a `std::error::Error + Send + Sync + 'static` (derive one with `thiserror`), a `String` or a `&str`"
+)]
+pub trait UpcastError {
+    /// The error as the source of [`DecodeError::Upcast`].
+    fn into_source(self) -> Box<dyn std::error::Error + Send + Sync + 'static>;
+}
+
+// Not recommended, so a type that is no error is reported with `UpcastError`'s message
+// instead of the `From` impls of `Box<dyn Error>` this goes through.
+#[diagnostic::do_not_recommend]
+impl<E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>> UpcastError for E {
+    fn into_source(self) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self.into()
+    }
+}
+
+/// The result of an `upcast = fn` step to version `upcast_to` of a stored event `raw`: a failed
+/// upcast becomes [`DecodeError::Upcast`], with the function's error as its source.
+pub fn upcast_with<T, O: UpcastOutput<T>>(
+    raw: RawEvent<'_>,
+    upcast_to: u32,
+    output: O,
+) -> Result<T, DecodeError> {
+    output.into_upcast().map_err(|source| DecodeError::Upcast {
+        name: raw.name.to_owned(),
+        version: raw.version,
+        upcast_to,
+        source,
+    })
+}
+
 /// Routes each variant of an event set to the state's `Apply` impl for it. The event set derive
 /// implements it with one `S: Apply<Variant>` bound per variant, spanned at the variant, so a
 /// missing impl is reported there.

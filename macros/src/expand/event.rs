@@ -141,17 +141,27 @@ fn decode_older(event: &EventStruct) -> TokenStream {
             ::core::result::Result::Err(::jetsource::__private::unknown_version(raw))
         };
     };
-    // Spanned at the user's upcast path or `previous` type, where a wrong signature or a
-    // missing `From` impl is then reported.
+    // Spanned at the user's upcast path or `previous` type, where a wrong signature, a wrong
+    // return type or a missing `From` impl is then reported.
     let upcast = match &event.attrs.upcast {
-        Some(upcast) => quote_spanned!(upcast.span()=> #upcast(previous)),
+        // The function returns `Self` or `Result<Self, E>`; `UpcastOutput` takes either, and a
+        // failure becomes `DecodeError::Upcast` naming the stored event and this version.
+        Some(upcast) => quote_spanned! {upcast.span()=>
+            ::jetsource::__private::upcast_with::<Self, _>(
+                raw,
+                <Self as ::jetsource::__private::Event>::VERSION,
+                #upcast(previous),
+            )
+        },
         None => quote_spanned! {previous.span()=>
-            <Self as ::jetsource::__private::UpcastFrom<#previous>>::upcast_from(previous)
+            ::core::result::Result::Ok(
+                <Self as ::jetsource::__private::UpcastFrom<#previous>>::upcast_from(previous),
+            )
         },
     };
     quote! {
         let previous = <#previous as ::jetsource::__private::Event>::decode_stored(raw)?;
-        ::core::result::Result::Ok(#upcast)
+        #upcast
     }
 }
 
@@ -309,7 +319,7 @@ mod tests {
             "let previous = < v1 :: Opened as :: jetsource :: __private :: Event > :: decode_stored (raw) ? ;"
         ));
         assert!(output.contains(
-            ":: core :: result :: Result :: Ok (< Self as :: jetsource :: __private :: UpcastFrom < v1 :: Opened >> :: upcast_from (previous))"
+            ":: core :: result :: Result :: Ok (< Self as :: jetsource :: __private :: UpcastFrom < v1 :: Opened >> :: upcast_from (previous) ,)"
         ));
         assert!(output.contains(
             "< v1 :: Opened as :: jetsource :: __private :: Event > :: is_known_name (name)"
@@ -332,7 +342,9 @@ mod tests {
             #[event(name = "account_opened", version = 3, previous = Created, upcast = up::grade, renamed_from = "created")]
             struct Opened;
         });
-        assert!(output.contains(":: core :: result :: Result :: Ok (up :: grade (previous))"));
+        assert!(output.contains(
+            ":: jetsource :: __private :: upcast_with :: < Self , _ > (raw , < Self as :: jetsource :: __private :: Event > :: VERSION , up :: grade (previous) ,)"
+        ));
         assert!(!output.contains("UpcastFrom"));
         assert!(output.contains(":: NAME , \"created\" ,"));
         assert!(output.contains(
