@@ -46,6 +46,7 @@ pub const PREVIOUS: Symbol = Symbol("previous");
 pub const UPCAST: Symbol = Symbol("upcast");
 pub const RENAMED_FROM: Symbol = Symbol("renamed_from");
 pub const CODEC: Symbol = Symbol("codec");
+pub const FIRST_STORED_VERSION: Symbol = Symbol("first_stored_version");
 
 // Keys of `#[event_set(...)]`.
 pub const RETIRED: Symbol = Symbol("retired");

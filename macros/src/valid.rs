@@ -7,8 +7,8 @@ use crate::ast::{AggregateState, EventSetEnum, EventStruct, Handler, SubscriberI
 use crate::attr::aggregate::SnapshotAttrs;
 use crate::attr::subscriber::{Backoff, DeliverFrom, SubscriberAttrs};
 use crate::attr::{
-    Number, Symbol, CONCURRENCY, EVERY, MAX_ACK_PENDING, MAX_DELIVER, MEMBER_TTL_MS, PARTITIONS,
-    SCHEMA,
+    Number, Symbol, CONCURRENCY, EVERY, FIRST_STORED_VERSION, MAX_ACK_PENDING, MAX_DELIVER,
+    MEMBER_TTL_MS, PARTITIONS, SCHEMA,
 };
 use crate::ctxt::Ctxt;
 use crate::expand::type_name;
@@ -41,13 +41,24 @@ pub fn check_event(cx: &Ctxt, event: &EventStruct) {
         renamed_from_differs_from_name(cx, renamed_from, attrs.name.as_ref());
     }
     match &attrs.previous {
-        Some(previous) => first_version_has_no_previous(cx, previous, attrs.version.as_ref()),
+        Some(previous) => {
+            first_version_has_no_previous(cx, previous, attrs.version.as_ref());
+            if let Some(first_stored) = &attrs.first_stored_version {
+                first_stored_version_without_previous(cx, first_stored);
+            }
+        }
         None => {
             if let Some(upcast) = &attrs.upcast {
                 needs_previous(cx, upcast, "upcast");
             }
             if let Some(renamed_from) = &attrs.renamed_from {
                 needs_previous(cx, renamed_from, "renamed_from");
+            }
+            // Those two already say `previous` is missing; one message per mistake.
+            if attrs.upcast.is_none() && attrs.renamed_from.is_none() {
+                if let Some(version) = &attrs.version {
+                    older_versions_are_readable(cx, version, attrs.first_stored_version.as_ref());
+                }
             }
         }
     }
@@ -455,6 +466,67 @@ fn first_version_has_no_previous(cx: &Ctxt, previous: &syn::Type, version: Optio
     }
 }
 
+/// A version above 1 without `previous` could not decode the older versions already stored:
+/// they would fail at run time with `UnknownVersion`. That is only right when no older version
+/// was ever stored, which the author says with `first_stored_version = <this version>`. The
+/// number is repeated on purpose: when the event later moves to the next version and the
+/// author forgets `previous`, the stale `first_stored_version` no longer matches and this
+/// rule fires again.
+fn older_versions_are_readable(
+    cx: &Ctxt,
+    version: &Number<u32>,
+    first_stored: Option<&Number<u32>>,
+) {
+    let current = version.value;
+    if current == 0 {
+        // Reported by `version_is_positive`.
+        return;
+    }
+    match first_stored {
+        None if current > 1 => {
+            let older = current - 1;
+            cx.error_spanned_by(
+                &version.literal,
+                format!(
+                    "`version = {current}` needs `previous = <the version {older} type>` so stored \
+                     version {older} events can still be decoded; if no older version of this \
+                     event was ever stored, say so with `{FIRST_STORED_VERSION} = {current}`"
+                ),
+            );
+        }
+        None => {}
+        Some(first_stored) if first_stored.value != current => {
+            let written = first_stored.value;
+            let instead = match current - 1 {
+                0 => String::new(),
+                older => format!(
+                    "; if version {older} events were stored, name their type with `previous` instead"
+                ),
+            };
+            cx.error_spanned_by(
+                &first_stored.literal,
+                format!(
+                    "`{FIRST_STORED_VERSION} = {written}` must equal `version` ({current}): it \
+                     says no version before this one was ever stored{instead}"
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+}
+
+/// With `previous`, the chain itself says which versions are readable; the opt-out belongs on
+/// the chain's oldest type.
+fn first_stored_version_without_previous(cx: &Ctxt, first_stored: &Number<u32>) {
+    cx.error_spanned_by(
+        &first_stored.literal,
+        format!(
+            "`{FIRST_STORED_VERSION}` cannot be used with `previous`, which says older versions \
+             were stored; put it on the oldest version of the chain, the one without `previous`"
+        ),
+    );
+}
+
 /// `upcast` and `renamed_from` describe the step from the previous version; without one they
 /// would silently do nothing.
 fn needs_previous(cx: &Ctxt, key_value: impl quote::ToTokens, key: &str) {
@@ -577,6 +649,48 @@ mod tests {
             assert_eq!(errors.len(), 1, "{bad:?} should be rejected");
             assert!(errors[0].contains("one NATS subject token"));
         }
+    }
+
+    #[test]
+    fn a_later_version_needs_previous_or_first_stored_version() {
+        assert_eq!(
+            event_errors(parse_quote!(
+                #[event(name = "e", version = 2)]
+                struct E;
+            )),
+            ["`version = 2` needs `previous = <the version 1 type>` so stored version 1 events can still be decoded; if no older version of this event was ever stored, say so with `first_stored_version = 2`"]
+        );
+        assert!(event_errors(parse_quote!(
+            #[event(name = "e", version = 2, first_stored_version = 2)]
+            struct E;
+        ))
+        .is_empty());
+        assert!(event_errors(parse_quote!(
+            #[event(name = "e", version = 1, first_stored_version = 1)]
+            struct E;
+        ))
+        .is_empty());
+        assert_eq!(
+            event_errors(parse_quote!(
+                #[event(name = "e", version = 3, first_stored_version = 2)]
+                struct E;
+            )),
+            ["`first_stored_version = 2` must equal `version` (3): it says no version before this one was ever stored; if version 2 events were stored, name their type with `previous` instead"]
+        );
+        assert_eq!(
+            event_errors(parse_quote!(
+                #[event(name = "e", version = 1, first_stored_version = 2)]
+                struct E;
+            )),
+            ["`first_stored_version = 2` must equal `version` (1): it says no version before this one was ever stored"]
+        );
+        assert_eq!(
+            event_errors(parse_quote!(
+                #[event(name = "e", version = 3, previous = P, first_stored_version = 3)]
+                struct E;
+            )),
+            ["`first_stored_version` cannot be used with `previous`, which says older versions were stored; put it on the oldest version of the chain, the one without `previous`"]
+        );
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub struct EncodedEvent {
 
 /// A versioned event type. Derive it with `#[derive(Event)]`; do not implement it by hand.
 ///
+/// A version above 1 names the type of the version below as `previous` (the compiler insists,
+/// unless `first_stored_version = N` says no older version was ever stored), and stored older
+/// versions are upcast through `From` or an `upcast = path::to::fn` function. That function
+/// returns `Self`, or `Result<Self, E>` when the step can fail; a failure is
+/// [`DecodeError::Upcast`], with `E` as its source.
+///
 /// ```
 /// use jetsource::Event;
 /// use serde::{Deserialize, Serialize};

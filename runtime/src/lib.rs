@@ -68,7 +68,10 @@ pub use store::{
 };
 
 /// Derives [`Event`] for a struct: `#[event(name = "...", version = N, previous = OldType,
-/// upcast = path::to::fn, renamed_from = "old_name", codec = "json" | "protobuf")]`.
+/// upcast = path::to::fn, renamed_from = "old_name", codec = "json" | "protobuf",
+/// first_stored_version = N)]`. A version above 1 needs `previous` (or `first_stored_version`
+/// saying no older version was stored); an `upcast` function returns `Self` or
+/// `Result<Self, E>`, and a failure is [`DecodeError::Upcast`].
 pub use jetsource_macros::Event;
 
 /// Derives [`EventSet`] for an enum whose variants each wrap one event type:

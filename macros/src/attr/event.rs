@@ -1,15 +1,23 @@
 //! `#[event(name = "...", version = N, previous = Type, upcast = path, renamed_from = "...",
-//! codec = "json" | "protobuf")]`.
+//! codec = "json" | "protobuf", first_stored_version = N)]`.
 
 use super::{
     for_each_key, number_value, string_value, unknown_key, Number, Slot, Symbol, CODEC, EVENT,
-    NAME, PREVIOUS, RENAMED_FROM, UPCAST, VERSION,
+    FIRST_STORED_VERSION, NAME, PREVIOUS, RENAMED_FROM, UPCAST, VERSION,
 };
 use crate::ctxt::Ctxt;
 use syn::{Attribute, LitStr, Path, Type};
 
 const ATTRIBUTE: &str = "#[event]";
-const KEYS: &[Symbol] = &[NAME, VERSION, PREVIOUS, UPCAST, RENAMED_FROM, CODEC];
+const KEYS: &[Symbol] = &[
+    NAME,
+    VERSION,
+    PREVIOUS,
+    UPCAST,
+    RENAMED_FROM,
+    CODEC,
+    FIRST_STORED_VERSION,
+];
 
 /// A payload codec, as named in `codec = "..."`.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -48,6 +56,9 @@ pub struct EventAttrs<'a> {
     pub upcast: Option<Path>,
     pub renamed_from: Option<LitStr>,
     pub codec: Option<CodecChoice>,
+    /// `first_stored_version = N`: no version older than `N` was ever stored, so a version
+    /// above 1 may have no `previous`.
+    pub first_stored_version: Option<Number<u32>>,
 }
 
 impl EventAttrs<'_> {
@@ -66,6 +77,7 @@ pub fn parse<'a>(cx: &Ctxt, attrs: &'a [Attribute]) -> EventAttrs<'a> {
     let mut upcast = Slot::new(cx, ATTRIBUTE, UPCAST);
     let mut renamed_from = Slot::new(cx, ATTRIBUTE, RENAMED_FROM);
     let mut codec = Slot::new(cx, ATTRIBUTE, CODEC);
+    let mut first_stored_version = Slot::new(cx, ATTRIBUTE, FIRST_STORED_VERSION);
 
     for_each_key(cx, attrs, EVENT, |meta| {
         if meta.path == NAME {
@@ -81,6 +93,8 @@ pub fn parse<'a>(cx: &Ctxt, attrs: &'a [Attribute]) -> EventAttrs<'a> {
         } else if meta.path == CODEC {
             let choice = string_value(cx, meta)?.and_then(|literal| codec_choice(cx, literal));
             codec.set_parsed(meta, choice);
+        } else if meta.path == FIRST_STORED_VERSION {
+            first_stored_version.set_parsed(meta, number_value(cx, meta)?);
         } else {
             unknown_key(cx, meta, ATTRIBUTE, KEYS)?;
         }
@@ -96,6 +110,7 @@ pub fn parse<'a>(cx: &Ctxt, attrs: &'a [Attribute]) -> EventAttrs<'a> {
         upcast: upcast.get(),
         renamed_from: renamed_from.get(),
         codec: codec.get(),
+        first_stored_version: first_stored_version.get(),
     }
 }
 
@@ -138,6 +153,7 @@ mod tests {
         let attrs: Vec<Attribute> = vec![
             parse_quote!(#[event(name = "opened", version = 3, previous = v2::Opened)]),
             parse_quote!(#[event(upcast = up::grade, renamed_from = "created", codec = "protobuf")]),
+            parse_quote!(#[event(first_stored_version = 3)]),
         ];
         let parsed = parse_ok(&attrs);
         assert_eq!(parsed.name.unwrap().value(), "opened");
@@ -149,6 +165,7 @@ mod tests {
         assert_eq!(parsed.upcast.to_token_stream().to_string(), "up :: grade");
         assert_eq!(parsed.renamed_from.unwrap().value(), "created");
         assert_eq!(parsed.codec.unwrap().kind, CodecKind::Protobuf);
+        assert_eq!(parsed.first_stored_version.unwrap().value, 3);
     }
 
     #[test]
@@ -178,7 +195,7 @@ mod tests {
             [
                 "unknown codec \"xml\"; expected \"json\" or \"protobuf\"",
                 "duplicate `name` in #[event]",
-                "unknown key `colour` in #[event]; expected one of: `name`, `version`, `previous`, `upcast`, `renamed_from`, `codec`",
+                "unknown key `colour` in #[event]; expected one of: `name`, `version`, `previous`, `upcast`, `renamed_from`, `codec`, `first_stored_version`",
                 "missing `version` in #[event]",
             ]
         );
