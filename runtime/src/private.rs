@@ -4,7 +4,6 @@ pub use crate::aggregate::{Aggregate, Apply, SnapshotPolicy};
 pub use crate::error::{DecodeError, EncodeError};
 pub use crate::event::{Codec, EncodedEvent, Event, RawEvent};
 pub use crate::event_set::EventSet;
-#[cfg(feature = "jetstream")]
 pub use crate::subscriber::{
     DeliverFrom, EventContext, HandlerError, Subscriber, SubscriberConfig, SubscriberDefinition,
 };

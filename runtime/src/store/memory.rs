@@ -9,6 +9,7 @@ use super::{
     AggregateKey, AppendOutcome, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
     StoredEvent,
 };
+use crate::attachments::Attachments;
 
 /// An event store held in process memory, with the same semantics as the JetStream store:
 /// per-aggregate optimistic concurrency, all-or-nothing appends, idempotent command ids (kept
@@ -40,9 +41,9 @@ struct Shared {
     log: Mutex<Log>,
     /// The newest position, replaced after every append so readers can wait for more.
     last_position: watch::Sender<u64>,
-    /// The in-memory subscribers' durable consumers, by durable name.
-    #[cfg(feature = "jetstream")]
-    durables: crate::subscriber::memory::Durables,
+    /// What other parts of the crate keep per store (the in-memory subscribers' durable
+    /// consumers), so it lives as long as the store.
+    attachments: Attachments,
 }
 
 impl Default for Shared {
@@ -50,8 +51,7 @@ impl Default for Shared {
         Shared {
             log: Mutex::default(),
             last_position: watch::channel(0).0,
-            #[cfg(feature = "jetstream")]
-            durables: Default::default(),
+            attachments: Attachments::default(),
         }
     }
 }
@@ -137,7 +137,6 @@ impl InMemoryStore {
     /// Reads the events after `after`, in position order, keeping those `wanted` accepts, until
     /// `max_kept` are kept or the log ends. Returns them and the position the read got to, so
     /// the next read starts after the events it skipped too.
-    #[cfg(feature = "jetstream")]
     pub(crate) fn read_wanted(
         &self,
         after: u64,
@@ -160,7 +159,6 @@ impl InMemoryStore {
     }
 
     /// The event at `position`, if there is one.
-    #[cfg(feature = "jetstream")]
     pub(crate) fn event_at(&self, position: u64) -> Option<StoredEvent> {
         let index = usize::try_from(position.checked_sub(1)?).ok()?;
         self.lock().events.get(index).cloned()
@@ -168,7 +166,6 @@ impl InMemoryStore {
 
     /// The position of the first event produced at or after `time`, or the next position to
     /// be stored when there is none.
-    #[cfg(feature = "jetstream")]
     pub(crate) fn first_position_since(&self, time: std::time::SystemTime) -> u64 {
         let log = self.lock();
         log.events
@@ -177,10 +174,9 @@ impl InMemoryStore {
             .map_or(log.events.len() as u64 + 1, |event| event.position)
     }
 
-    /// The durable consumers of the in-memory subscribers on this store.
-    #[cfg(feature = "jetstream")]
-    pub(crate) fn durables(&self) -> &crate::subscriber::memory::Durables {
-        &self.inner.durables
+    /// What other parts of the crate keep per store; the store does not know what it holds.
+    pub(crate) fn attachments(&self) -> &Attachments {
+        &self.inner.attachments
     }
 
     fn lock(&self) -> MutexGuard<'_, Log> {

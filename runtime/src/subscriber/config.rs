@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::SubscriberError;
+use super::error::SubscriberError;
 
 const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(10);
 
@@ -185,7 +185,7 @@ impl SubscriberConfig {
         self
     }
 
-    /// Declares the event stream this subscriber consumes; [`start`](super::start) refuses a
+    /// Declares the event stream this subscriber consumes; the JetStream `start` refuses a
     /// store of another stream.
     ///
     /// ```
@@ -308,23 +308,18 @@ impl SubscriberConfig {
     }
 }
 
-/// Where a subscriber's server-side state (dead letters, completion log) is kept: like the
-/// event stream, so it survives what the events survive.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Placement {
-    pub(crate) storage: async_nats::jetstream::stream::StorageType,
-    pub(crate) replicas: usize,
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-impl Placement {
-    pub(crate) fn of(store: &crate::JetStreamStore) -> Self {
-        use async_nats::jetstream::stream::StorageType;
-        Placement {
-            storage: match store.config().storage {
-                crate::JetStreamStorage::Memory => StorageType::Memory,
-                _ => StorageType::File,
-            },
-            replicas: store.config().replicas,
-        }
+    use super::SubscriberConfig;
+
+    #[test]
+    fn backoff_repeats_the_last_delay() {
+        let config = SubscriberConfig::new("x")
+            .backoff([Duration::from_millis(10), Duration::from_millis(20)]);
+        assert_eq!(config.delay(0), Duration::from_millis(10));
+        assert_eq!(config.delay(1), Duration::from_millis(20));
+        assert_eq!(config.delay(7), Duration::from_millis(20));
     }
 }

@@ -1,33 +1,12 @@
-//! The dead-letter stream: where messages a subscriber cannot handle go, and how they come back.
-//!
-//! One stream per event stream, `<stream>_DLQ`, capturing `jetsource_dlq.<stream>.>`. A dead
-//! letter of subscriber `d` is stored on `jetsource_dlq.<stream>.dead.<d>` with the original
-//! payload, the original `Jetsource-*` headers and `Jetsource-Dlq-*` headers saying why.
-//! Redriving moves it to `jetsource_dlq.<stream>.redrive.<d>`, which the running subscriber
-//! consumes beside its events (redriven events are not re-appended to the event stream: that
-//! would store the event twice).
+//! Why an event was dead-lettered, and a dead letter as each backend keeps it: the JetStream
+//! one in its wire form (subject, headers, payload), the in-memory one with the stored event.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use async_nats::jetstream::{self, consumer, stream};
-use async_nats::HeaderMap;
 use bytes::Bytes;
-use futures::StreamExt;
 
-use super::config::Placement;
-use super::SubscriberError;
-use crate::JetStreamStore;
-
-pub(crate) const REASON: &str = "Jetsource-Dlq-Reason";
-pub(crate) const ERROR: &str = "Jetsource-Dlq-Error";
-pub(crate) const SUBJECT: &str = "Jetsource-Dlq-Subject";
-pub(crate) const STREAM: &str = "Jetsource-Dlq-Stream";
-pub(crate) const STREAM_SEQ: &str = "Jetsource-Dlq-Stream-Sequence";
-pub(crate) const DELIVERIES: &str = "Jetsource-Dlq-Delivery-Count";
-pub(crate) const SUBSCRIBER: &str = "Jetsource-Dlq-Subscriber";
-pub(crate) const TIME: &str = "Jetsource-Dlq-Time";
-const MSG_ID: &str = "Nats-Msg-Id";
+use crate::store::StoredEvent;
 
 /// Why a message was dead-lettered.
 ///
@@ -85,15 +64,13 @@ impl std::fmt::Display for DeadLetterReason {
     }
 }
 
-/// One dead-lettered message.
+/// One dead-lettered message of a JetStream subscriber, as `DeadLetters::list` returns it.
 ///
-/// ```no_run
-/// # async fn run(store: jetsource::JetStreamStore) -> Result<(), Box<dyn std::error::Error>> {
-/// use jetsource::subscriber::DeadLetters;
-/// for letter in DeadLetters::open(&store).await?.list("billing").await? {
+/// ```
+/// use jetsource::subscriber::DeadLetter;
+/// fn show(letter: &DeadLetter) {
 ///     println!("{} at {}: {} ({})", letter.subject, letter.position, letter.reason, letter.error);
 /// }
-/// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -119,299 +96,31 @@ pub struct DeadLetter {
     pub payload: Bytes,
 }
 
-pub(crate) fn stream_name(event_stream: &str) -> String {
-    format!("{event_stream}_DLQ")
-}
-
-pub(crate) fn base_subject(event_stream: &str) -> String {
-    format!("jetsource_dlq.{event_stream}")
-}
-
-pub(crate) fn dead_subject(event_stream: &str, durable: &str) -> String {
-    format!("{}.dead.{durable}", base_subject(event_stream))
-}
-
-pub(crate) fn redrive_subject(event_stream: &str, durable: &str) -> String {
-    format!("{}.redrive.{durable}", base_subject(event_stream))
-}
-
-/// Creates the dead-letter stream if it is missing.
-pub(crate) async fn ensure_stream(
-    js: &jetstream::Context,
-    event_stream: &str,
-    placement: Placement,
-) -> Result<stream::Stream, SubscriberError> {
-    js.get_or_create_stream(stream::Config {
-        name: stream_name(event_stream),
-        subjects: vec![format!("{}.>", base_subject(event_stream))],
-        storage: placement.storage,
-        num_replicas: placement.replicas,
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| SubscriberError::js("creating the dead-letter stream", e))
-}
-
-/// Keeps one header value free of control characters and reasonably short.
-fn header_safe(value: &str) -> String {
-    let mut out: String = value
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(1_000)
-        .collect();
-    if out.is_empty() {
-        out.push('-');
-    }
-    out
-}
-
-/// What a dead letter is built from.
-pub(crate) struct DeadLetterDraft<'a> {
-    pub event_stream: &'a str,
-    pub durable: &'a str,
-    pub reason: DeadLetterReason,
-    pub error: &'a str,
-    pub original_subject: &'a str,
-    pub position: u64,
-    pub deliveries: u64,
-    /// Dedupe key: `m:<stream seq>` for events, `r:<dlq seq>` for redriven letters.
-    pub dedupe: String,
-}
-
-/// The headers of a dead letter: the original ones except NATS control headers and old
-/// `Jetsource-Dlq-*` ones, plus the reasons.
-pub(crate) fn dead_letter_headers(
-    original: Option<&HeaderMap>,
-    draft: &DeadLetterDraft<'_>,
-) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Some(original) = original {
-        for (name, values) in original.iter() {
-            let name: &str = name.as_ref();
-            if name.starts_with("Nats-") || name.starts_with("Jetsource-Dlq-") {
-                continue;
-            }
-            for value in values {
-                headers.append(name, value.as_str());
-            }
-        }
-    }
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    headers.insert(REASON, draft.reason.as_str());
-    headers.insert(ERROR, header_safe(draft.error).as_str());
-    headers.insert(SUBJECT, header_safe(draft.original_subject).as_str());
-    headers.insert(STREAM, draft.event_stream);
-    headers.insert(STREAM_SEQ, draft.position.to_string().as_str());
-    headers.insert(DELIVERIES, draft.deliveries.to_string().as_str());
-    headers.insert(SUBSCRIBER, draft.durable);
-    headers.insert(TIME, nanos.to_string().as_str());
-    headers.insert(
-        MSG_ID,
-        format!("dlq:{}:{}", draft.durable, draft.dedupe).as_str(),
-    );
-    headers
-}
-
-/// Publishes a dead letter and waits for the server to store it.
-pub(crate) async fn publish(
-    js: &jetstream::Context,
-    headers: HeaderMap,
-    payload: Bytes,
-    draft: &DeadLetterDraft<'_>,
-) -> Result<(), String> {
-    let subject = dead_subject(draft.event_stream, draft.durable);
-    let ack = js
-        .publish_with_headers(subject, headers, payload)
-        .await
-        .map_err(|e| e.to_string())?;
-    ack.await.map(|_| ()).map_err(|e| e.to_string())
-}
-
-/// Reads and redrives the dead letters of a store's stream.
+/// One event an in-memory subscriber gave up on.
 ///
-/// ```no_run
-/// # async fn run(store: jetsource::JetStreamStore) -> Result<(), Box<dyn std::error::Error>> {
-/// use jetsource::subscriber::DeadLetters;
-/// let dead = DeadLetters::open(&store).await?;
-/// let moved = dead.redrive("billing").await?;
-/// println!("{moved} dead letters handed back to the billing subscriber");
-/// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
-pub struct DeadLetters {
-    js: jetstream::Context,
-    event_stream: String,
-}
-
-impl DeadLetters {
-    /// Opens (creating if needed) the dead-letter stream of `store`'s event stream.
-    pub async fn open(store: &JetStreamStore) -> Result<Self, SubscriberError> {
-        let js = jetstream::new(store.client().clone());
-        let event_stream = store.config().name.clone();
-        ensure_stream(&js, &event_stream, Placement::of(store)).await?;
-        Ok(DeadLetters { js, event_stream })
-    }
-
-    /// The dead letters of subscriber `durable`, oldest first.
-    pub async fn list(&self, durable: &str) -> Result<Vec<DeadLetter>, SubscriberError> {
-        Ok(self
-            .read(durable)
-            .await?
-            .into_iter()
-            .filter_map(|(seq, msg)| parse(seq, &msg))
-            .collect())
-    }
-
-    /// Hands every dead letter of subscriber `durable` back to it: each is moved to the
-    /// subscriber's redrive subject, which the running subscriber consumes (the handler runs
-    /// again; a failure dead-letters it again). Returns how many were moved.
-    pub async fn redrive(&self, durable: &str) -> Result<usize, SubscriberError> {
-        let letters = self.read(durable).await?;
-        self.move_to_redrive(durable, letters).await
-    }
-
-    /// Like [`DeadLetters::redrive`], but hands back only the dead letters of subscriber
-    /// `durable` that `select` picks; the others stay where they are. Messages on the dead
-    /// subject that are not readable dead letters (no reason or subject header) are never
-    /// picked. Returns how many were moved.
-    ///
-    /// ```no_run
-    /// # async fn run(store: jetsource::JetStreamStore) -> Result<(), Box<dyn std::error::Error>> {
-    /// use jetsource::subscriber::{DeadLetterReason, DeadLetters};
-    /// let dead = DeadLetters::open(&store).await?;
-    /// // The handler bug is fixed; payloads that cannot be decoded stay dead-lettered.
-    /// let moved = dead
-    ///     .redrive_matching("billing", |letter| letter.reason == DeadLetterReason::Permanent)
-    ///     .await?;
-    /// println!("{moved} dead letters handed back to the billing subscriber");
-    /// # Ok(()) }
-    /// ```
-    pub async fn redrive_matching(
-        &self,
-        durable: &str,
-        select: impl Fn(&DeadLetter) -> bool,
-    ) -> Result<usize, SubscriberError> {
-        let letters = self
-            .read(durable)
-            .await?
-            .into_iter()
-            .filter(|(seq, msg)| parse(*seq, msg).is_some_and(|letter| select(&letter)))
-            .collect();
-        self.move_to_redrive(durable, letters).await
-    }
-
-    /// Moves `letters` (read from the dead subject of `durable`) to its redrive subject.
-    async fn move_to_redrive(
-        &self,
-        durable: &str,
-        letters: Vec<(u64, async_nats::jetstream::message::StreamMessage)>,
-    ) -> Result<usize, SubscriberError> {
-        let stream = self
-            .js
-            .get_stream(stream_name(&self.event_stream))
-            .await
-            .map_err(|e| SubscriberError::js("opening the dead-letter stream", e))?;
-        let subject = redrive_subject(&self.event_stream, durable);
-        let mut moved = 0;
-        for (seq, msg) in letters {
-            let mut headers = msg.headers.clone();
-            headers.insert(MSG_ID, format!("redrive:{seq}").as_str());
-            self.js
-                .publish_with_headers(subject.clone(), headers, msg.payload.clone())
-                .await
-                .map_err(|e| SubscriberError::js("publishing a redriven dead letter", e))?
-                .await
-                .map_err(|e| SubscriberError::js("publishing a redriven dead letter", e))?;
-            stream
-                .delete_message(seq)
-                .await
-                .map_err(|e| SubscriberError::js("deleting a redriven dead letter", e))?;
-            moved += 1;
-        }
-        tracing::info!(durable, moved, "redrove dead letters");
-        Ok(moved)
-    }
-
-    /// Every stored message on the dead subject of `durable`, through an ordered consumer that
-    /// is gone when this returns.
-    async fn read(
-        &self,
-        durable: &str,
-    ) -> Result<Vec<(u64, async_nats::jetstream::message::StreamMessage)>, SubscriberError> {
-        let subject = dead_subject(&self.event_stream, durable);
-        let stream = self
-            .js
-            .get_stream(stream_name(&self.event_stream))
-            .await
-            .map_err(|e| SubscriberError::js("opening the dead-letter stream", e))?;
-        let last = match stream.get_last_raw_message_by_subject(&subject).await {
-            Ok(msg) => msg.sequence,
-            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
-                return Ok(Vec::new())
-            }
-            Err(e) => return Err(SubscriberError::js("reading dead letters", e)),
-        };
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject,
-                deliver_policy: consumer::DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| SubscriberError::js("reading dead letters", e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| SubscriberError::js("reading dead letters", e))?;
-        let mut out = Vec::new();
-        while let Some(msg) = messages.next().await {
-            let msg = msg.map_err(|e| SubscriberError::js("reading dead letters", e))?;
-            let info = msg
-                .info()
-                .map_err(|e| SubscriberError::js("reading dead letters", e))?;
-            let seq = info.stream_sequence;
-            let pending = info.pending;
-            out.push((
-                seq,
-                async_nats::jetstream::message::StreamMessage {
-                    subject: msg.subject.clone(),
-                    sequence: seq,
-                    headers: msg.headers.clone().unwrap_or_default(),
-                    payload: msg.payload.clone(),
-                    time: info.published,
-                },
-            ));
-            if seq >= last || pending == 0 {
-                break;
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn parse(seq: u64, msg: &async_nats::jetstream::message::StreamMessage) -> Option<DeadLetter> {
-    let get = |name: &str| msg.headers.get(name).map(|v| v.as_str().to_owned());
-    let mut headers = BTreeMap::new();
-    for (name, values) in msg.headers.iter() {
-        if let Some(value) = values.first() {
-            headers.insert(name.to_string(), value.as_str().to_owned());
-        }
-    }
-    let nanos: u64 = get(TIME).and_then(|t| t.parse().ok()).unwrap_or(0);
-    Some(DeadLetter {
-        dead_letter_sequence: seq,
-        subscriber: get(SUBSCRIBER)?,
-        reason: DeadLetterReason::parse(&get(REASON)?)?,
-        error: get(ERROR).unwrap_or_default(),
-        subject: get(SUBJECT)?,
-        position: get(STREAM_SEQ)?.parse().ok()?,
-        delivery_count: get(DELIVERIES).and_then(|d| d.parse().ok()).unwrap_or(0),
-        dead_lettered_at: UNIX_EPOCH + Duration::from_nanos(nanos),
-        headers,
-        payload: msg.payload.clone(),
-    })
+/// # use jetsource::subscriber::InMemoryDeadLetter;
+/// fn show(letter: &InMemoryDeadLetter) {
+///     println!("{} {}/{} at {}: {} ({}, after {} attempts)",
+///         letter.event.name, letter.event.aggregate_type, letter.event.aggregate_id,
+///         letter.event.position, letter.reason, letter.error, letter.delivery_count);
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InMemoryDeadLetter {
+    /// Its number among the subscriber's dead letters, from 1.
+    pub dead_letter_sequence: u64,
+    /// The subscriber (durable name) that gave up on it.
+    pub subscriber: String,
+    /// Why.
+    pub reason: DeadLetterReason,
+    /// The error text.
+    pub error: String,
+    /// The event as stored: its original name, version, aggregate, position, payload and
+    /// metadata.
+    pub event: StoredEvent,
+    /// Handler attempts before it was given up (at least 1, also when it never decoded).
+    pub delivery_count: u64,
+    /// When it was dead-lettered.
+    pub dead_lettered_at: SystemTime,
 }

@@ -2,7 +2,7 @@
 //! from: the context its handler gets, which dead-letter reason a decoding failure is, how a
 //! panicking handler counts, and what a handler failure leads to.
 //!
-//! Both the in-memory runtime and the JetStream runtime (`runtime/process.rs`) use all of it.
+//! The per-event loop (`process.rs`) uses all of it, for every backend.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -12,7 +12,7 @@ use futures::FutureExt;
 
 use super::config::SubscriberConfig;
 use super::dead_letter::DeadLetterReason;
-use super::{EventContext, HandlerError};
+use super::handler::{EventContext, HandlerError};
 use crate::error::DecodeError;
 use crate::store::StoredEvent;
 

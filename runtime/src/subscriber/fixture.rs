@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use uuid::Uuid;
 
-use super::{EventContext, HandlerError, Subscriber};
+use super::handler::{EventContext, HandlerError, Subscriber};
 use crate::event::{EncodedEvent, RawEvent};
 use crate::event_set::EventSet;
 

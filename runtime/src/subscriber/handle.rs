@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::SubscriberError;
+use super::error::SubscriberError;
 
 /// Counters of a running subscriber.
 ///
@@ -56,14 +56,14 @@ pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A running subscriber, on JetStream ([`start`](super::start)) or in memory
+/// A running subscriber, on JetStream (`start`) or in memory
 /// ([`start_in_memory`](super::start_in_memory)). Dropping it leaves the subscriber running;
 /// call [`SubscriberHandle::shutdown`] to stop it.
 ///
-/// ```no_run
-/// # use jetsource::subscriber::{self, SubscriberConfig, Subscriber, EventContext, HandlerError};
-/// # async fn run<S: Subscriber>(store: jetsource::JetStreamStore, s: S) -> Result<(), Box<dyn std::error::Error>> {
-/// let handle = subscriber::start(&store, s, SubscriberConfig::new("audit")).await?;
+/// ```
+/// # use jetsource::subscriber::{self, SubscriberConfig, Subscriber};
+/// # async fn run<S: Subscriber>(store: jetsource::InMemoryStore, s: S) -> Result<(), Box<dyn std::error::Error>> {
+/// let handle = subscriber::start_in_memory(&store, s, SubscriberConfig::new("audit")).await?;
 /// let stats = handle.shutdown().await?;
 /// println!("{stats:?}");
 /// # Ok(()) }

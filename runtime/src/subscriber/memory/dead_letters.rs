@@ -1,42 +1,12 @@
 //! The public view of in-memory subscribers' durable state: their dead letters and redrive
-//! (what [`DeadLetters`](crate::subscriber::DeadLetters) is on JetStream), and their consumer
-//! position, including the lost acknowledgements a JetStream server can produce.
+//! (what `DeadLetters` is on JetStream), and their consumer position, including the lost
+//! acknowledgements a JetStream server can produce.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use super::durable::Durable;
-use crate::store::{InMemoryStore, StoredEvent};
-use crate::subscriber::DeadLetterReason;
-
-/// One event an in-memory subscriber gave up on.
-///
-/// ```
-/// # use jetsource::subscriber::InMemoryDeadLetter;
-/// fn show(letter: &InMemoryDeadLetter) {
-///     println!("{} {}/{} at {}: {} ({}, after {} attempts)",
-///         letter.event.name, letter.event.aggregate_type, letter.event.aggregate_id,
-///         letter.event.position, letter.reason, letter.error, letter.delivery_count);
-/// }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InMemoryDeadLetter {
-    /// Its number among the subscriber's dead letters, from 1.
-    pub dead_letter_sequence: u64,
-    /// The subscriber (durable name) that gave up on it.
-    pub subscriber: String,
-    /// Why.
-    pub reason: DeadLetterReason,
-    /// The error text.
-    pub error: String,
-    /// The event as stored: its original name, version, aggregate, position, payload and
-    /// metadata.
-    pub event: StoredEvent,
-    /// Handler attempts before it was given up (at least 1, also when it never decoded).
-    pub delivery_count: u64,
-    /// When it was dead-lettered.
-    pub dead_lettered_at: SystemTime,
-}
+use super::durable::{Durable, Durables};
+use crate::store::InMemoryStore;
+use crate::subscriber::dead_letter::InMemoryDeadLetter;
 
 /// Reads and redrives the dead letters of the in-memory subscribers on a store.
 ///
@@ -70,8 +40,7 @@ impl InMemoryDeadLetters {
 
     /// The dead letters of subscriber `durable`, oldest first.
     pub fn list(&self, durable: &str) -> Vec<InMemoryDeadLetter> {
-        self.store
-            .durables()
+        Durables::of(&self.store)
             .get(durable)
             .map(|d| d.dead_letters())
             .unwrap_or_default()
@@ -102,9 +71,7 @@ impl InMemoryDeadLetters {
         durable: &str,
         select: impl Fn(&InMemoryDeadLetter) -> bool,
     ) -> usize {
-        let moved = self
-            .store
-            .durables()
+        let moved = Durables::of(&self.store)
             .get(durable)
             .map_or(0, |d| d.redrive(select));
         tracing::info!(durable, moved, "redrove in-memory dead letters");
@@ -137,8 +104,7 @@ impl std::fmt::Debug for InMemoryConsumer {
 impl InMemoryConsumer {
     /// The consumer of durable name `durable` on `store`, once a subscriber started with it.
     pub fn find(store: &InMemoryStore, durable: &str) -> Option<Self> {
-        store
-            .durables()
+        Durables::of(store)
             .get(durable)
             .map(|durable| InMemoryConsumer { durable })
     }

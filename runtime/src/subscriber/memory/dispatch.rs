@@ -8,32 +8,15 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
-use super::durable::{Delivery, Durable, Lease, Source};
+use super::backend::Shared;
+use super::durable::{Delivery, Lease, Source};
 use crate::event_set::EventSet;
-use crate::observability::{self, SubscriberMetrics};
-use crate::store::InMemoryStore;
-use crate::subscriber::config::{Idempotency, SubscriberConfig};
-use crate::subscriber::decide::{self, AfterFailure};
-use crate::subscriber::handle::{bump, Counters};
-use crate::subscriber::{DeadLetterReason, Subscriber, SubscriberError};
-
-/// What the dispatcher and its tasks share.
-pub(crate) struct Shared<S: Subscriber> {
-    pub(crate) subscriber: S,
-    pub(crate) config: SubscriberConfig,
-    pub(crate) store: InMemoryStore,
-    pub(crate) durable: Arc<Durable>,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) metrics: SubscriberMetrics,
-    /// Set by the handle's shutdown: the dispatcher stops reading, retry pauses end.
-    pub(crate) stop: watch::Receiver<bool>,
-}
+use crate::subscriber::error::SubscriberError;
+use crate::subscriber::handler::Subscriber;
+use crate::subscriber::process::{process, stopped};
 
 /// `(aggregate type, aggregate id)`: what per-aggregate order is kept by.
 type OrderKey = (String, String);
@@ -154,7 +137,7 @@ impl<S: Subscriber> Dispatcher<S> {
                     delivery.event.aggregate_type.clone(),
                     delivery.event.aggregate_id.clone(),
                 );
-                process(&shared, delivery).await;
+                process(&*shared, delivery).await;
                 key
             });
         }
@@ -178,136 +161,4 @@ impl<S: Subscriber> Dispatcher<S> {
         }
         Ok(())
     }
-}
-
-/// Returns once shutdown is requested. A dropped handle requests nothing: the subscriber
-/// keeps running, as its handle's documentation says.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-/// Waits `delay`; false when shutdown began meanwhile.
-async fn pause(stop: &watch::Receiver<bool>, delay: Duration) -> bool {
-    let mut stop = stop.clone();
-    tokio::select! {
-        () = tokio::time::sleep(delay) => !*stop.borrow(),
-        () = stopped(&mut stop) => false,
-    }
-}
-
-/// Takes one event to the end: acknowledged, skipped or dead-lettered; or, when shutdown
-/// interrupts a retry pause, left unacknowledged for the next run.
-async fn process<S: Subscriber>(shared: &Shared<S>, delivery: Delivery) {
-    if *shared.stop.borrow() {
-        // Started as the shutdown began: not handled now, delivered first by the next run.
-        return;
-    }
-    let durable = &shared.durable;
-    let counters = &shared.counters;
-    let source = delivery.source;
-    let stored = &delivery.event;
-    let redriven = matches!(source, Source::Redrive(_));
-    let mut decoded = match S::Event::decode(stored.raw()) {
-        Ok(Some(event)) => Some(event),
-        Ok(None) => {
-            bump(&counters.retired_skipped);
-            durable.acknowledge(source, None);
-            return;
-        }
-        Err(e) => {
-            let reason = decide::decode_failure_reason(&e);
-            let attempts = delivery.attempts_before + 1;
-            dead_letter(shared, &delivery, reason, e.to_string(), attempts);
-            return;
-        }
-    };
-    let completion_ttl = match shared.config.idempotency {
-        Idempotency::Markers { ttl } => Some(ttl),
-        Idempotency::Off => None,
-    };
-    if completion_ttl.is_some() && durable.is_completed(stored.id) {
-        tracing::debug!(event_id = %stored.id, "skipping an event completed before");
-        bump(&counters.duplicates_skipped);
-        durable.acknowledge(source, None);
-        return;
-    }
-    let mut attempt = delivery.attempts_before + 1;
-    let mut retries = 0;
-    loop {
-        let event = match decoded.take() {
-            Some(event) => event,
-            // Decoded once already, so decoding again for a retry gives the same result.
-            None => match S::Event::decode(stored.raw()) {
-                Ok(Some(event)) => event,
-                _ => {
-                    let error = "the event no longer decodes".to_owned();
-                    let reason = DeadLetterReason::Undecodable;
-                    dead_letter(shared, &delivery, reason, error, attempt);
-                    return;
-                }
-            },
-        };
-        durable.attempt_started(source);
-        let ctx = decide::event_context(stored, attempt, redriven);
-        let span = decide::handler_span(&shared.config.durable_name, stored, attempt);
-        let started = Instant::now();
-        // Commands the handler runs inherit the event's correlation id, and the event as cause.
-        let call = shared.subscriber.handle(event, &ctx).instrument(span);
-        let call = observability::with_cause(&stored.correlation_id, stored.id, call);
-        let handled = decide::catch_panic(call).await;
-        let metrics = &shared.metrics;
-        metrics
-            .handler_seconds
-            .record(started.elapsed().as_secs_f64());
-        let error = match handled {
-            Ok(()) => {
-                bump(&counters.handled);
-                metrics.handled.increment(1);
-                durable.acknowledge(source, completion_ttl.map(|ttl| (stored.id, ttl)));
-                return;
-            }
-            Err(error) => error,
-        };
-        match decide::after_failure(&shared.config, &error, attempt, retries) {
-            AfterFailure::DeadLetter { reason, error } => {
-                dead_letter(shared, &delivery, reason, error, attempt);
-                return;
-            }
-            AfterFailure::RetryAfter(delay) => {
-                tracing::warn!(event_id = %stored.id, attempt, ?delay, %error, "handler failed; retrying");
-                bump(&counters.retries);
-                metrics.retried.increment(1);
-                retries += 1;
-                attempt += 1;
-                if !pause(&shared.stop, delay).await {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn dead_letter<S: Subscriber>(
-    shared: &Shared<S>,
-    delivery: &Delivery,
-    reason: DeadLetterReason,
-    error: String,
-    attempts: u64,
-) {
-    let stored = &delivery.event;
-    tracing::warn!(
-        event_id = %stored.id,
-        event = %stored.name,
-        position = stored.position,
-        %reason,
-        error,
-        "event dead-lettered"
-    );
-    shared
-        .durable
-        .dead_letter(delivery.source, stored.clone(), reason, error, attempts);
-    bump(&shared.counters.dead_lettered);
-    shared.metrics.dead_lettered(reason.as_str());
 }

@@ -14,17 +14,25 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::dead_letters::InMemoryDeadLetter;
 use crate::store::{InMemoryStore, StoredEvent};
-use crate::subscriber::DeadLetterReason;
+use crate::subscriber::dead_letter::{DeadLetterReason, InMemoryDeadLetter};
 
 /// The durable consumers of one store, by durable name.
+///
+/// Kept among the store's [`Attachments`](crate::attachments::Attachments) (see
+/// [`Durables::of`]): they live as long as the store, as a JetStream server keeps its
+/// consumers, while the store itself knows nothing of subscribers.
 #[derive(Default)]
 pub(crate) struct Durables {
     by_name: Mutex<HashMap<String, Arc<Durable>>>,
 }
 
 impl Durables {
+    /// The durable consumers of `store`.
+    pub(crate) fn of(store: &InMemoryStore) -> Arc<Durables> {
+        store.attachments().get_or_default::<Durables>()
+    }
+
     /// The durable `name`, if a subscriber ever started with it.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Durable>> {
         lock(&self.by_name).get(name).cloned()
@@ -56,7 +64,8 @@ pub(crate) enum Source {
 /// An event handed to the subscriber, not acknowledged yet.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
-    pub(crate) event: StoredEvent,
+    /// Shared with the per-event loop, which holds it through every attempt.
+    pub(crate) event: Arc<StoredEvent>,
     pub(crate) source: Source,
     /// Handler attempts made on it before this delivery (in earlier runs, or before the
     /// acknowledgement was forgotten).
@@ -89,7 +98,7 @@ struct State {
 }
 
 struct Redriven {
-    event: StoredEvent,
+    event: Arc<StoredEvent>,
     attempts: u64,
 }
 
@@ -147,7 +156,7 @@ impl Durable {
             .iter()
             .filter_map(|(&position, &attempts)| {
                 Some(Delivery {
-                    event: store.event_at(position)?,
+                    event: Arc::new(store.event_at(position)?),
                     source: Source::Log(position),
                     attempts_before: attempts,
                 })
@@ -177,7 +186,7 @@ impl Durable {
                 let attempts_before = u64::from(position <= high_water);
                 state.unacked.insert(position, attempts_before);
                 Delivery {
-                    event,
+                    event: Arc::new(event),
                     source: Source::Log(position),
                     attempts_before,
                 }
@@ -269,7 +278,7 @@ impl Durable {
             for letter in &picked {
                 state.last_redrive += 1;
                 let number = state.last_redrive;
-                let event = letter.event.clone();
+                let event = Arc::new(letter.event.clone());
                 state
                     .redriven
                     .insert(number, Redriven { event, attempts: 0 });

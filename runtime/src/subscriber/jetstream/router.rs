@@ -1,13 +1,12 @@
-//! The per-aggregate queues between the dispatcher and the workers, and the reports that
-//! release an aggregate's next message.
+//! The per-aggregate queues between the dispatcher and the workers: a report that a delivery
+//! is over releases its aggregate's next message.
 
 use std::collections::{HashMap, VecDeque};
 
-use async_nats::jetstream::Message;
 use async_nats::Subject;
 use tokio::sync::mpsc;
 
-use super::{Delivery, Source};
+use super::delivery::{Delivery, Done, Source};
 
 /// Per-aggregate queues in front of a fixed pool of `concurrency` workers. An aggregate with a
 /// key in `queues` has one message with a worker (or on its way to one); its later messages
@@ -67,16 +66,4 @@ impl Router {
     pub(super) fn waiting(&mut self) -> Vec<Delivery> {
         self.queues.values_mut().flat_map(|q| q.drain(..)).collect()
     }
-}
-
-pub(super) struct Done {
-    pub(super) key: String,
-    pub(super) source: Source,
-    pub(super) seq: u64,
-}
-
-/// A handled message waiting for its completion to be stored before its ack and report.
-pub(crate) struct Completion {
-    pub(super) msg: Message,
-    pub(super) report: Done,
 }

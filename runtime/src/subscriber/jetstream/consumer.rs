@@ -8,10 +8,15 @@ use async_nats::jetstream::stream;
 
 use crate::event_set::EventSet;
 use crate::subscriber::config::{DeliverFrom, SubscriberConfig};
-use crate::subscriber::SubscriberError;
+use crate::subscriber::error::SubscriberError;
 
 /// The priority group of partition consumers: one pinned process per partition.
 pub(crate) const PRIORITY_GROUP: &str = "jetsource";
+
+/// The partition stream shared by every scaled-out subscriber of `stream` with `partitions`.
+pub(super) fn partition_stream_name(stream: &str, partitions: u16) -> String {
+    format!("{stream}_P{partitions}")
+}
 
 /// `<prefix>.*.*.<name>` for every handled name.
 pub(crate) fn filter_subjects<E: EventSet>(prefix: &str) -> Vec<String> {
@@ -103,8 +108,7 @@ pub(crate) async fn delete_consumers(
     let durable = &config.durable_name;
     let mut doomed = vec![(event_stream.to_owned(), durable.clone())];
     if let Some(partitions) = config.partitions {
-        let partition_stream =
-            crate::subscriber::group::partition_stream_name(event_stream, partitions);
+        let partition_stream = partition_stream_name(event_stream, partitions);
         doomed
             .extend((0..partitions).map(|p| (partition_stream.clone(), format!("{durable}_p{p}"))));
     }

@@ -24,13 +24,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::runtime::{open_lane, LaneBase, PartitionLane, PRIORITY_GROUP};
-use super::{Subscriber, SubscriberError};
-
-/// The partition stream shared by every scaled-out subscriber of `stream` with `partitions`.
-pub(crate) fn partition_stream_name(stream: &str, partitions: u16) -> String {
-    format!("{stream}_P{partitions}")
-}
+use super::consumer::{partition_stream_name, PRIORITY_GROUP};
+use super::lane::{open_lane, LaneBase, PartitionLane};
+use crate::subscriber::error::SubscriberError;
+use crate::subscriber::handler::Subscriber;
 
 /// The bucket where the processes of one subscriber announce themselves.
 pub(crate) fn members_bucket(stream: &str, durable: &str) -> String {

@@ -55,12 +55,12 @@
 //! # });
 //! ```
 
+mod backend;
 mod dead_letters;
 mod dispatch;
 mod durable;
 
-pub use dead_letters::{InMemoryConsumer, InMemoryDeadLetter, InMemoryDeadLetters};
-pub(crate) use durable::Durables;
+pub use dead_letters::{InMemoryConsumer, InMemoryDeadLetters};
 
 use std::sync::Arc;
 
@@ -68,12 +68,15 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use super::config::{DeliverFrom, SubscriberConfig};
+use super::error::SubscriberError;
 use super::handle::{Counters, SubscriberHandle};
-use super::{Subscriber, SubscriberDefinition, SubscriberError};
+use super::handler::{Subscriber, SubscriberDefinition};
 use crate::event_set::EventSet;
 use crate::observability::SubscriberMetrics;
 use crate::store::InMemoryStore;
-use dispatch::{Dispatcher, Shared};
+use backend::Shared;
+use dispatch::Dispatcher;
+use durable::Durables;
 
 /// Starts `subscriber` on `store`: creates the durable consumer `config.durable_name` (starting
 /// where [`SubscriberConfig::deliver_from`] says) or resumes an existing one, then consumes in
@@ -122,7 +125,7 @@ pub async fn start_in_memory<S: Subscriber>(
             "the subscriber's event set has no event types".into(),
         ));
     }
-    let durable = store.durables().get_or_create(&config.durable_name, || {
+    let durable = Durables::of(store).get_or_create(&config.durable_name, || {
         start_after(store, config.deliver_from)
     });
     let lease = durable.lease().ok_or_else(|| {

@@ -13,12 +13,14 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::acks::{acked, nak};
 use super::consumer::{deliver_policy, ensure_consumer, PRIORITY_GROUP};
-use super::process::{acked, nak, worker};
-use super::router::{Completion, Done, Router};
-use super::{Delivery, Shared, Source};
-use crate::subscriber::dead_letter;
-use crate::subscriber::{Subscriber, SubscriberError};
+use super::dead_letters;
+use super::delivery::{Completion, Delivery, Done, Shared, Source};
+use super::router::Router;
+use super::worker::worker;
+use crate::subscriber::error::SubscriberError;
+use crate::subscriber::handler::Subscriber;
 
 /// Whether messages may be handled yet.
 ///
@@ -440,9 +442,9 @@ fn sourced_origin(headers: Option<&HeaderMap>) -> Option<(String, u64)> {
 /// The original subject and position a dead letter records.
 fn dead_letter_origin(headers: Option<&HeaderMap>) -> Option<(String, u64)> {
     let headers = headers?;
-    let subject = headers.get(dead_letter::SUBJECT)?.as_str().to_owned();
+    let subject = headers.get(dead_letters::SUBJECT)?.as_str().to_owned();
     let position = headers
-        .get(dead_letter::STREAM_SEQ)?
+        .get(dead_letters::STREAM_SEQ)?
         .as_str()
         .parse()
         .ok()?;

@@ -1,4 +1,5 @@
-//! The completion log behind [`Idempotency::Markers`](super::Idempotency::Markers).
+//! The completion log behind
+//! [`Idempotency::Markers`](crate::subscriber::Idempotency::Markers).
 //!
 //! Stream `<stream>_<durable>_DONE` holds, on subject `jetsource_done.<stream>.<durable>`,
 //! messages whose payload is the concatenated 16-byte ids of events the subscriber completed.
@@ -21,8 +22,8 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::config::Placement;
-use super::SubscriberError;
+use super::placement::Placement;
+use crate::subscriber::error::SubscriberError;
 
 /// How far before the newest completion the start-up load reaches.
 pub(crate) const TAIL: Duration = Duration::from_secs(600);
