@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, Consumer, DeliverPolicy, PriorityPolicy};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream;
 
 use crate::event_set::EventSet;
@@ -58,8 +59,10 @@ pub(super) fn deliver_policy(from: DeliverFrom) -> DeliverPolicy {
 }
 
 /// Creates the durable consumer, or updates an existing one to `config` (filter subjects, ack
-/// wait and pending limit may change; the start position of an existing consumer cannot).
-/// `pin_ttl` makes it a partition consumer: one pinned process at a time.
+/// wait and pending limit may change). An existing consumer keeps its start position, as
+/// [`DeliverFrom`] promises: the server refuses to change it, so a subscriber restarted with
+/// another `deliver_from` resumes instead of failing to start. `pin_ttl` makes it a partition
+/// consumer: one pinned process at a time.
 pub(super) async fn ensure_consumer(
     stream: &stream::Stream,
     config: &SubscriberConfig,
@@ -75,6 +78,11 @@ pub(super) async fn ensure_consumer(
             ttl,
         ),
         None => (PriorityPolicy::None, Vec::new(), Duration::ZERO),
+    };
+    let deliver_policy = match stream.consumer_info(name).await {
+        Ok(existing) => existing.config.deliver_policy,
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => deliver_policy,
+        Err(e) => return Err(SubscriberError::js(format!("reading consumer {name}"), e)),
     };
     stream
         .create_consumer(pull::Config {
