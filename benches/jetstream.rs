@@ -2,7 +2,8 @@
 //! OCC appends from 100 aggregates in parallel, commands (load + decide + append through a
 //! cached `Repository`) on 100 warm aggregates, 10-event commands (atomic batch, one message
 //! carrying the commit, jetsource), and loading a 1,000-event aggregate with and without a
-//! snapshot. Run with `cargo bench --bench jetstream`; prints each jetsource/raw ratio.
+//! snapshot. Run with `cargo bench -p jetsource-tests --bench jetstream`; prints each
+//! jetsource/raw ratio.
 //!
 //! Throughput workloads run in several rounds, raw and jetsource alternating, and report the
 //! median round, so a noisy moment of the machine does not land on one side only.

