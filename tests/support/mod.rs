@@ -1,6 +1,9 @@
 //! Helpers shared by the store and subscriber tests: events to append, JetStream stores on a
-//! harness server, and a log of what a test subscriber handled.
+//! harness server, and a log of what a test subscriber handled; [`subscriber`] has what the
+//! subscriber tests of every backend share.
 #![allow(dead_code)]
+
+pub mod subscriber;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -90,8 +93,8 @@ pub async fn assert_retry_is_duplicate<S: EventStore>(
     );
 }
 
-/// What a test subscriber handled: per aggregate the versions in handling order, per event id
-/// how often the handler completed it.
+/// What a test subscriber handled: per aggregate the versions (or other values) in handling
+/// order, per event id how often the handler completed it.
 #[derive(Default)]
 pub struct HandlingLog {
     pub order: Mutex<HashMap<String, Vec<u64>>>,
@@ -99,14 +102,19 @@ pub struct HandlingLog {
 }
 
 impl HandlingLog {
-    /// Records one completed handler call.
+    /// Records one completed handler call under the event's version.
     pub fn record(&self, ctx: &EventContext) {
+        self.record_value(ctx, ctx.sequence);
+    }
+
+    /// Records one completed handler call under `value`.
+    pub fn record_value(&self, ctx: &EventContext, value: u64) {
         self.order
             .lock()
             .unwrap()
             .entry(ctx.aggregate_id.clone())
             .or_default()
-            .push(ctx.sequence);
+            .push(value);
         *self
             .completions
             .lock()
