@@ -6,7 +6,10 @@ mod support;
 use std::time::Duration;
 
 use jetsource::testing::nats_server::NatsServer;
-use jetsource::{EventStore, ExpectedVersion, InMemoryStore, Snapshot, StoreError};
+use jetsource::{
+    AggregateId, AggregateKey, EventStore, ExpectedVersion, InMemoryStore, InvalidInput, NewEvent,
+    Snapshot, StoreError,
+};
 use support::{assert_retry_is_duplicate, event, events, key};
 
 /// Runs every check on `store`, which must be empty.
@@ -21,6 +24,9 @@ async fn suite<S: EventStore>(store: S) {
     aggregates_do_not_mix(&store).await;
     read_all_pages_in_store_order(&store).await;
     snapshots_round_trip(&store).await;
+    snapshots_keep_the_newest(&store).await;
+    refusals_are_the_same_on_every_store(&store).await;
+    command_outcomes_are_remembered(&store).await;
 }
 
 async fn empty_aggregate_loads_nothing<S: EventStore>(store: &S) {
@@ -273,6 +279,154 @@ async fn snapshots_round_trip<S: EventStore>(store: &S) {
             .unwrap(),
         None
     );
+}
+
+async fn snapshots_keep_the_newest<S: EventStore>(store: &S) {
+    let k = key("acct", "snap-newest");
+    let at = |schema_version, version, state: &'static str| Snapshot {
+        schema_version,
+        version,
+        position: version * 2,
+        state: state.as_bytes().to_vec().into(),
+    };
+    store.save_snapshot(&k, at(1, 20, "twenty")).await.unwrap();
+    // An older or equal version of the same schema is kept out (a slower writer's), and the
+    // call still succeeds.
+    store.save_snapshot(&k, at(1, 15, "fifteen")).await.unwrap();
+    store.save_snapshot(&k, at(1, 20, "other")).await.unwrap();
+    assert_eq!(
+        store.load_snapshot(&k).await.unwrap(),
+        Some(at(1, 20, "twenty"))
+    );
+    // Another schema replaces it whatever its version: the old one no longer decodes.
+    store.save_snapshot(&k, at(2, 5, "five")).await.unwrap();
+    assert_eq!(
+        store.load_snapshot(&k).await.unwrap(),
+        Some(at(2, 5, "five"))
+    );
+}
+
+async fn refusals_are_the_same_on_every_store<S: EventStore>(store: &S) {
+    let stored_before = store.read_all(1, usize::MAX).await.unwrap().len();
+    // `AggregateKey`'s fields are public, so a key can skip `AggregateId::new`'s checks.
+    let wildcard_type = AggregateKey {
+        aggregate_type: "book.>",
+        id: AggregateId::new("b1").unwrap(),
+    };
+    let good = key("acct", "refused");
+    let with = |change: fn(&mut NewEvent)| {
+        let mut event = event("deposited", "{}");
+        change(&mut event);
+        vec![event]
+    };
+    type Check = fn(&InvalidInput) -> bool;
+    let cases: Vec<(AggregateKey, Vec<NewEvent>, Option<&str>, Check)> = vec![
+        (
+            wildcard_type.clone(),
+            events("deposited", 1),
+            None,
+            |e| matches!(e, InvalidInput::AggregateType { name, .. } if name == "book.>"),
+        ),
+        (
+            good.clone(),
+            events("deposited.all", 1),
+            None,
+            |e| matches!(e, InvalidInput::EventName { name, .. } if name == "deposited.all"),
+        ),
+        (good.clone(), events("*", 1), None, |e| {
+            matches!(e, InvalidInput::EventName { .. })
+        }),
+        (
+            good.clone(),
+            events("deposited", 1),
+            Some("cmd\r\n"),
+            |e| matches!(e, InvalidInput::ControlCharacter { what, .. } if what == "command id"),
+        ),
+        (
+            good.clone(),
+            with(|e| e.correlation_id = "c\n".into()),
+            None,
+            |e| matches!(e, InvalidInput::ControlCharacter { what, .. } if what == "correlation id"),
+        ),
+        (
+            good.clone(),
+            with(|e| e.causation_id = Some("c\0".into())),
+            None,
+            |e| matches!(e, InvalidInput::ControlCharacter { what, .. } if what == "causation id"),
+        ),
+        (
+            good.clone(),
+            with(|e| {
+                e.headers.insert("bad name".into(), "v".into());
+            }),
+            None,
+            |e| matches!(e, InvalidInput::HeaderName(name) if name == "bad name"),
+        ),
+        (
+            good.clone(),
+            with(|e| {
+                e.headers
+                    .insert("note".into(), "a\r\nNats-Msg-Id: x".into());
+            }),
+            None,
+            |e| matches!(e, InvalidInput::ControlCharacter { what, .. } if what.contains("note")),
+        ),
+    ];
+    for (k, events, command, check) in cases {
+        let err = store
+            .append(&k, ExpectedVersion::Exact(0), command, events)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidInput(invalid) if check(invalid)),
+            "{err:?}"
+        );
+    }
+    let err = store.load(&wildcard_type, 1).await.unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::InvalidInput(InvalidInput::AggregateType { .. })
+    ));
+    let err = store.load_snapshot(&wildcard_type).await.unwrap_err();
+    assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
+    assert_eq!(
+        store.read_all(1, usize::MAX).await.unwrap().len(),
+        stored_before,
+        "a refused append stored something"
+    );
+}
+
+async fn command_outcomes_are_remembered<S: EventStore>(store: &S) {
+    let k = key("acct", "outcomes");
+    assert_eq!(store.command_outcome(&k, "first").await.unwrap(), None);
+    let first = store
+        .append(
+            &k,
+            ExpectedVersion::Exact(0),
+            Some("first"),
+            events("deposited", 3),
+        )
+        .await
+        .unwrap();
+    store
+        .append(&k, ExpectedVersion::Exact(3), None, events("deposited", 1))
+        .await
+        .unwrap();
+    let remembered = store.command_outcome(&k, "first").await.unwrap().unwrap();
+    assert!(remembered.duplicate);
+    assert_eq!(
+        (
+            remembered.first_sequence,
+            remembered.last_sequence,
+            remembered.last_position
+        ),
+        (
+            first.first_sequence,
+            first.last_sequence,
+            first.last_position
+        )
+    );
+    assert_eq!(store.command_outcome(&k, "second").await.unwrap(), None);
 }
 
 #[tokio::test]

@@ -333,8 +333,7 @@ async fn stream_state(store: &JetStreamStore) -> (u64, u64) {
 }
 
 fn is_invalid_input(error: &StoreError) -> bool {
-    matches!(error, StoreError::Backend(inner)
-        if matches!(inner.downcast_ref::<JetStreamError>(), Some(JetStreamError::InvalidInput { .. })))
+    matches!(error, StoreError::InvalidInput(_))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,7 +77,7 @@ async fn large_and_small_loads_return_the_history_and_leave_no_consumer() {
     assert_history(&store.load(&big, 590).await.unwrap(), 590, 600);
     assert!(store.load(&big, 601).await.unwrap().is_empty());
 
-    // A store that never saw the aggregate: a direct-get page, then a consumer.
+    // A store that never saw the aggregate: a consumer, whose creation tells how many remain.
     let cold = support::store(&server, "LOADS").await;
     let cold_events = cold.load(&big, 1).await.unwrap();
     assert_eq!(
@@ -99,8 +99,15 @@ async fn large_and_small_loads_return_the_history_and_leave_no_consumer() {
     .unwrap();
     assert_history(&store.load(&big, 1).await.unwrap(), 1, 601);
 
+    // Load consumers are deleted off the load's path: wait for the deletions to land.
     let client = async_nats::connect(server.url()).await.unwrap();
-    assert_eq!(consumers(&client, "LOADS").await, Vec::<String>::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = consumers(&client, "LOADS").await;
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        tokio::task::yield_now().await;
+        left = consumers(&client, "LOADS").await;
+    }
+    assert_eq!(left, Vec::<String>::new());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,9 @@ mod support;
 use std::time::Duration;
 
 use jetsource::testing::nats_server::{Auth, NatsServer};
+use jetsource::wire::{self, EventHeader};
 use jetsource::{
-    Aggregate, Apply, CommandMetadata, Event, EventSet, EventStore, ExpectedVersion,
+    Aggregate, Apply, Codec, CommandMetadata, Event, EventSet, EventStore, ExpectedVersion,
     JetStreamConnectOptions, JetStreamError, JetStreamStore, Repository, RepositoryError,
     StoreError,
 };
@@ -270,17 +271,124 @@ async fn messages_carry_the_documented_headers() {
         .await
         .unwrap();
     let get = |name: &str| raw.headers.get(name).map(|v| v.as_str().to_owned());
-    assert_eq!(get("Jetsource-Event-Id"), Some(e.id.to_string()));
-    assert_eq!(get("Jetsource-Sequence").as_deref(), Some("1"));
-    assert_eq!(get("Jetsource-Command-Id").as_deref(), Some("cmd-h"));
+    let header = EventHeader::parse(&get(wire::EVENT_HEADER).unwrap()).unwrap();
+    assert_eq!((header.sequence, header.id, header.version), (1, e.id, 1));
+    assert_eq!((header.codec, header.timestamp), (Codec::Json, e.timestamp));
+    assert_eq!(
+        get(wire::CORRELATION_HEADER),
+        Some(e.correlation_id.clone())
+    );
+    assert_eq!(get(wire::CAUSATION_HEADER), e.causation_id.clone());
     assert_eq!(get("Jetsource-H-tenant").as_deref(), Some("acme"));
     assert_eq!(get("traceparent"), e.headers.get("traceparent").cloned());
-    assert!(get("Nats-Msg-Id").is_some_and(|id| id.contains("cmd-h")));
+    assert_eq!(
+        get(wire::MSG_ID_HEADER),
+        Some(wire::message_id("acct", "h1", "cmd-h", 0))
+    );
+    // Exactly the documented headers, and the two OCC headers the server keeps.
+    let mut names: Vec<String> = raw.headers.iter().map(|(n, _)| n.to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "Jetsource",
+            "Jetsource-Causation-Id",
+            "Jetsource-Correlation-Id",
+            "Jetsource-H-tenant",
+            "Jetsource-H-traceparent",
+            "Nats-Expected-Last-Subject-Sequence",
+            "Nats-Expected-Last-Subject-Sequence-Subject",
+            "Nats-Msg-Id",
+            "traceparent",
+        ]
+    );
     // Loads leave no consumer behind.
     store.load(&k, 1).await.unwrap();
     store.read_all(1, 10).await.unwrap();
     let mut stream = js.get_stream("HDRS").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.consumer_count, 0);
+}
+
+/// A program that knows only the documented wire format (here raw async-nats) writes events
+/// the store reads; so are events of the format jetsource wrote before (format 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_by_other_programs_in_either_format_are_read() {
+    let server = NatsServer::start();
+    let store = support::store(&server, "FOREIGN").await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let id = uuid::Uuid::now_v7();
+    let timestamp = std::time::UNIX_EPOCH + Duration::from_nanos(1_764_000_000_123_456_789);
+    let header = EventHeader {
+        sequence: 1,
+        id,
+        version: 2,
+        codec: Codec::Json,
+        timestamp,
+    };
+    let mut first = async_nats::HeaderMap::new();
+    first.insert(wire::EVENT_HEADER, header.to_string().as_str());
+    first.insert(wire::EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER, "0");
+    first.insert(
+        wire::EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT_HEADER,
+        wire::aggregate_filter("foreign", "acct", "x1").as_str(),
+    );
+    let subject = wire::subject("foreign", "acct", "x1", "opened");
+    let ack = js
+        .publish_with_headers(subject, first, r#"{"by":"go"}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut legacy = async_nats::HeaderMap::new();
+    let legacy_id = uuid::Uuid::now_v7();
+    legacy.insert(wire::legacy::EVENT_ID, legacy_id.to_string().as_str());
+    legacy.insert(wire::legacy::EVENT_NAME, "deposited");
+    legacy.insert(wire::legacy::EVENT_VERSION, "1");
+    legacy.insert(wire::legacy::CODEC, "json");
+    legacy.insert(wire::legacy::SEQUENCE, "2");
+    legacy.insert(wire::legacy::CORRELATION, "req-7");
+    legacy.insert(wire::legacy::COMMAND, "old-cmd");
+    legacy.insert(wire::legacy::TIMESTAMP, "1764000000000000000");
+    js.publish_with_headers(
+        wire::subject("foreign", "acct", "x1", "deposited"),
+        legacy,
+        "{}".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let loaded = store.load(&key("acct", "x1"), 1).await.unwrap();
+    assert_eq!(loaded.len(), 2);
+    let (new, old) = (&loaded[0], &loaded[1]);
+    assert_eq!((new.id, new.sequence, new.position), (id, 1, ack.sequence));
+    assert_eq!((new.name.as_str(), new.version), ("opened", 2));
+    assert_eq!(new.timestamp, timestamp);
+    assert_eq!(new.correlation_id, id.to_string(), "absent: the event id");
+    assert_eq!(
+        (new.causation_id.as_ref(), new.command_id.as_ref()),
+        (None, None)
+    );
+    assert_eq!((old.id, old.sequence), (legacy_id, 2));
+    assert_eq!(old.correlation_id, "req-7");
+    assert_eq!(old.command_id.as_deref(), Some("old-cmd"));
+    // The store appends on top of both, and an old command id is still known.
+    let outcome = store
+        .command_outcome(&key("acct", "x1"), "old-cmd")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((outcome.first_sequence, outcome.last_sequence), (2, 2));
+    store
+        .append(
+            &key("acct", "x1"),
+            ExpectedVersion::Exact(2),
+            None,
+            events("deposited", 1),
+        )
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,13 +422,7 @@ async fn unsafe_names_and_values_are_rejected_before_sending() {
             .append(&k, ExpectedVersion::Exact(0), command, events)
             .await
             .unwrap_err();
-        assert!(
-            matches!(
-                jetstream_error(&err),
-                Some(JetStreamError::InvalidInput { .. })
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, StoreError::InvalidInput(_)), "{err:?}");
     }
     assert!(store.read_all(1, 10).await.unwrap().is_empty());
     let repo = Repository::<Counter, _>::new(store.clone());

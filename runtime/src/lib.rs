@@ -36,14 +36,17 @@
 #![deny(missing_docs)]
 
 mod aggregate;
+mod attachments;
 mod error;
 mod event;
 mod event_set;
 mod id;
+mod lanes;
 pub mod observability;
 mod repository;
 mod store;
 pub mod testing;
+pub mod wire;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -59,7 +62,7 @@ pub use repository::{
 };
 pub use store::{
     AggregateKey, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, InMemoryStore,
-    NewEvent, Snapshot, StoreError, StoredEvent,
+    InvalidInput, NewEvent, Snapshot, StoreError, StoredEvent,
 };
 #[cfg(feature = "jetstream")]
 pub use store::{
@@ -87,10 +90,8 @@ pub use jetsource_macros::Aggregate;
 /// [`subscriber::SubscriberDefinition`]: `#[subscriber(durable = "...", deliver_from = "all" |
 /// "new" | N, ack_wait_ms = N, max_deliver = N, backoff_ms = [N, ...], max_ack_pending = N,
 /// concurrency = N)]`.
-#[cfg(feature = "jetstream")]
 pub use jetsource_macros::subscriber;
 
 #[cfg(feature = "postgres")]
 pub mod projection;
-#[cfg(feature = "jetstream")]
 pub mod subscriber;

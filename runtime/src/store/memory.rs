@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 
 use super::{
-    AggregateKey, AppendOutcome, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
-    StoredEvent,
+    contract, AggregateKey, AppendOutcome, EventStore, ExpectedVersion, NewEvent, Snapshot,
+    StoreError, StoredEvent,
 };
 use crate::attachments::Attachments;
 
@@ -221,22 +221,9 @@ impl Log {
         }
         for (offset, event) in events.into_iter().enumerate() {
             indexes.push(self.events.len());
-            self.events.push(StoredEvent {
-                id: event.id,
-                aggregate_type: key.aggregate_type.to_owned(),
-                aggregate_id: key.id.as_str().to_owned(),
-                sequence: current + 1 + offset as u64,
-                position: self.events.len() as u64 + 1,
-                name: event.name.to_owned(),
-                version: event.version,
-                codec: event.codec,
-                payload: event.payload,
-                timestamp: event.timestamp,
-                correlation_id: event.correlation_id,
-                causation_id: event.causation_id,
-                command_id: command_id.map(str::to_owned),
-                headers: event.headers,
-            });
+            let (sequence, position) = (current + 1 + offset as u64, self.events.len() as u64 + 1);
+            self.events
+                .push(event.into_stored(key, sequence, position, command_id));
         }
         let outcome = AppendOutcome {
             first_sequence: current + 1,
@@ -260,22 +247,36 @@ impl EventStore for InMemoryStore {
         command_id: Option<&str>,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        let mut log = self.lock();
-        let outcome = log.append(key, expected, command_id, events)?;
-        // Published under the log's lock, so concurrent appends announce positions in order.
-        self.inner
-            .last_position
-            .send_replace(log.events.len() as u64);
-        drop(log);
-        if !outcome.duplicate {
-            let appended = outcome.last_sequence + 1 - outcome.first_sequence;
-            metrics::counter!(
-                crate::observability::EVENTS_APPENDED,
-                "aggregate_type" => key.aggregate_type
-            )
-            .increment(appended);
-        }
-        Ok(outcome)
+        contract::check_append(key, command_id, &events)?;
+        let shape = contract::AppendShape::of(&events);
+        let append = async {
+            let mut log = self.lock();
+            let outcome = log.append(key, expected, command_id, events)?;
+            // Published under the log's lock, so concurrent appends announce positions in order.
+            self.inner
+                .last_position
+                .send_replace(log.events.len() as u64);
+            Ok(outcome)
+        };
+        contract::traced_append(key, expected, shape, append).await
+    }
+
+    fn lane_scope(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    async fn command_outcome(
+        &self,
+        key: &AggregateKey,
+        command_id: &str,
+    ) -> Result<Option<AppendOutcome>, StoreError> {
+        contract::check_key(key)?;
+        let log = self.lock();
+        let first = log.commands.get(&(key.clone(), command_id.to_owned()));
+        Ok(first.map(|first| AppendOutcome {
+            duplicate: true,
+            ..*first
+        }))
     }
 
     async fn load(
@@ -283,6 +284,7 @@ impl EventStore for InMemoryStore {
         key: &AggregateKey,
         from_sequence: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
+        contract::check_key(key)?;
         let log = self.lock();
         let Some(indexes) = log.by_aggregate.get(key) else {
             return Ok(Vec::new());
@@ -306,6 +308,7 @@ impl EventStore for InMemoryStore {
     }
 
     async fn load_snapshot(&self, key: &AggregateKey) -> Result<Option<Snapshot>, StoreError> {
+        contract::check_key(key)?;
         Ok(self.lock().snapshots.get(key).cloned())
     }
 
@@ -314,7 +317,14 @@ impl EventStore for InMemoryStore {
         key: &AggregateKey,
         snapshot: Snapshot,
     ) -> Result<(), StoreError> {
-        self.lock().snapshots.insert(key.clone(), snapshot);
+        contract::check_key(key)?;
+        let mut log = self.lock();
+        match log.snapshots.get(key) {
+            Some(existing) if !contract::snapshot_replaces(existing, &snapshot) => {}
+            _ => {
+                log.snapshots.insert(key.clone(), snapshot);
+            }
+        }
         Ok(())
     }
 }

@@ -1,8 +1,11 @@
 //! The event store contract every backend implements, and the stored event's shape.
 
+pub(crate) mod contract;
 #[cfg(feature = "jetstream")]
 pub(crate) mod jetstream;
 mod memory;
+
+pub use contract::InvalidInput;
 
 #[cfg(feature = "jetstream")]
 pub use jetstream::{
@@ -121,6 +124,34 @@ pub struct NewEvent {
     pub headers: BTreeMap<String, String>,
 }
 
+impl NewEvent {
+    /// The event as stored at aggregate `sequence` and store-wide `position`.
+    pub(crate) fn into_stored(
+        self,
+        key: &AggregateKey,
+        sequence: u64,
+        position: u64,
+        command_id: Option<&str>,
+    ) -> StoredEvent {
+        StoredEvent {
+            id: self.id,
+            aggregate_type: key.aggregate_type.to_owned(),
+            aggregate_id: key.id.as_str().to_owned(),
+            sequence,
+            position,
+            name: self.name.to_owned(),
+            version: self.version,
+            codec: self.codec,
+            payload: self.payload,
+            timestamp: self.timestamp,
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            command_id: command_id.map(str::to_owned),
+            headers: self.headers,
+        }
+    }
+}
+
 /// An event as stored, with its aggregate sequence number and store-wide position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -206,6 +237,9 @@ pub enum StoreError {
     /// An append needs at least one event.
     #[error("nothing to append to {0}")]
     EmptyAppend(AggregateKey),
+    /// The key, an event or the metadata cannot be stored; nothing was sent to the backend.
+    #[error(transparent)]
+    InvalidInput(#[from] InvalidInput),
     /// A stored event lacks metadata the store needs.
     #[error("stored event at position {position} is corrupt: {reason}")]
     Corrupt {
@@ -257,6 +291,32 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<StoredEvent>, StoreError>> + Send;
 
+    /// The first outcome of command `command_id` on `key`, if that command appended there,
+    /// however long ago: `duplicate` is true, the sequences are the ones it got.
+    ///
+    /// The default reads the aggregate's whole history; backends answer from what they keep.
+    fn command_outcome(
+        &self,
+        key: &AggregateKey,
+        command_id: &str,
+    ) -> impl Future<Output = Result<Option<AppendOutcome>, StoreError>> + Send {
+        async move {
+            let history = self.load(key, 1).await?;
+            Ok(outcome_of(&history, command_id).map(|first| AppendOutcome {
+                duplicate: true,
+                ..first
+            }))
+        }
+    }
+
+    /// Which store a repository's per-aggregate lanes belong to: commands through stores with
+    /// the same scope take turns on each aggregate. Clones of a store share it; the default, 0,
+    /// makes every store of the type one scope.
+    #[doc(hidden)]
+    fn lane_scope(&self) -> usize {
+        0
+    }
+
     /// The latest snapshot of `key`, if the backend keeps snapshots and has one.
     fn load_snapshot(
         &self,
@@ -266,8 +326,9 @@ pub trait EventStore: Clone + Send + Sync + 'static {
         async { Ok(None) }
     }
 
-    /// Stores `snapshot` as the latest of `key`, replacing an older one. Backends without
-    /// snapshot storage ignore it.
+    /// Stores `snapshot` as the latest of `key`. A stored snapshot of the same schema version at
+    /// the same or a later aggregate version is kept, and the call still succeeds (two writers
+    /// may snapshot the same aggregate). Backends without snapshot storage ignore it.
     fn save_snapshot(
         &self,
         key: &AggregateKey,
@@ -290,4 +351,29 @@ pub struct Snapshot {
     pub position: u64,
     /// The serialized state.
     pub state: Bytes,
+}
+
+/// The first outcome of `command` in an aggregate's history (in order), by reading it.
+pub(crate) fn outcome_of(events: &[StoredEvent], command: &str) -> Option<AppendOutcome> {
+    let mut found: Option<AppendOutcome> = None;
+    for event in events
+        .iter()
+        .filter(|e| e.command_id.as_deref() == Some(command))
+    {
+        match &mut found {
+            Some(outcome) => {
+                outcome.last_sequence = event.sequence;
+                outcome.last_position = event.position;
+            }
+            None => {
+                found = Some(AppendOutcome {
+                    first_sequence: event.sequence,
+                    last_sequence: event.sequence,
+                    last_position: event.position,
+                    duplicate: false,
+                })
+            }
+        }
+    }
+    found
 }

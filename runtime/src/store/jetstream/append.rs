@@ -1,5 +1,8 @@
-//! Publishing a command's events: one message for one event, one atomic batch for several,
-//! always guarded by the aggregate's last stream sequence.
+//! The messages of one commit and the publish protocol: one event is one guarded publish,
+//! several are one JetStream atomic batch (all stored or none), retried while the server has
+//! too many batches open.
+
+use std::time::Duration;
 
 use async_nats::header::HeaderValue;
 use async_nats::HeaderMap;
@@ -7,61 +10,31 @@ use serde::Deserialize;
 
 use super::error::JetStreamError;
 use super::headers;
-use crate::store::{AggregateKey, NewEvent, StoreError};
+use crate::store::{AggregateKey, NewEvent};
+use crate::wire;
 
 /// JetStream error codes that mean "another writer got there first".
-pub(crate) const WRONG_LAST_SEQUENCE: u64 = 10071;
-/// The clustered form of [`WRONG_LAST_SEQUENCE`] for per-subject expectations.
-pub(crate) const WRONG_LAST_SUBJECT_SEQUENCE: u64 = 10164;
-
+const WRONG_LAST_SEQUENCE: u64 = 10071;
+/// The clustered form of [`WRONG_LAST_SEQUENCE`] for per-subject expectations (also returned
+/// while another write to the aggregate is in flight).
+const WRONG_LAST_SUBJECT_SEQUENCE: u64 = 10164;
 /// Too many atomic batches open on the stream: the batch was refused whole.
-pub(crate) const TOO_MANY_BATCHES: u64 = 10210;
+const TOO_MANY_BATCHES: u64 = 10210;
 
-/// Whether `error` is the server refusing a batch because too many are open.
-pub(crate) fn is_too_many_batches(error: &StoreError) -> bool {
-    match error {
-        StoreError::Backend(inner) => matches!(
-            inner.downcast_ref::<JetStreamError>(),
-            Some(JetStreamError::Api {
-                err_code: TOO_MANY_BATCHES,
-                ..
-            })
-        ),
-        _ => false,
-    }
-}
+/// How long a batch refused for [`TOO_MANY_BATCHES`] waits before it is sent again: other
+/// processes share the server's limit of 50 open batches per stream, and their batches close
+/// within milliseconds. A refused batch stored nothing, so sending it again is safe.
+const TOO_MANY_BATCHES_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 30,
+    first_delay: Duration::from_millis(1),
+    max_delay: Duration::from_millis(100),
+};
 
-/// Copies messages (headers and payload are cheap to clone) for a retry.
-pub(crate) fn clone_all(messages: &[Outgoing]) -> Vec<Outgoing> {
-    messages
-        .iter()
-        .map(|m| Outgoing {
-            subject: m.subject.clone(),
-            headers: m.headers.clone(),
-            payload: m.payload.clone(),
-        })
-        .collect()
-}
-
-/// The server's answer to a publish.
-#[derive(Debug, Deserialize)]
-struct Ack {
-    #[serde(default)]
-    seq: Option<u64>,
-    #[serde(default)]
-    duplicate: bool,
-    #[serde(default)]
-    error: Option<ApiError>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ApiError {
-    #[serde(default)]
-    code: u16,
-    #[serde(default)]
-    err_code: u64,
-    #[serde(default)]
-    description: String,
+/// Exponential delays between attempts of one operation.
+pub(crate) struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
 }
 
 /// How a publish ended.
@@ -71,11 +44,12 @@ pub(crate) enum Published {
     Stored(u64),
     /// The server's dedupe window recognised the message id: nothing was stored.
     Duplicate,
-    /// The aggregate moved on since `last_seq`: nothing was stored.
+    /// The aggregate moved on since the guard's sequence: nothing was stored.
     Conflict,
 }
 
 /// One publish: where, which headers and payload.
+#[derive(Clone)]
 pub(crate) struct Outgoing {
     pub subject: String,
     pub headers: HeaderMap,
@@ -87,47 +61,16 @@ pub(crate) struct Guard<'a> {
     /// `<prefix>.<type>.<id>`.
     pub subject_stem: &'a str,
     /// `<prefix>.<type>.<id>.*`.
-    pub wildcard: &'a str,
+    pub filter: &'a str,
     /// Stream sequence of the aggregate's last event (0: none).
     pub expected_last_seq: u64,
     pub command_id: Option<&'a str>,
     pub key: &'a AggregateKey,
 }
 
-/// Builds message `index` of a commit: event headers, dedupe id, and the OCC guard on the first.
-pub(crate) fn message(
-    guard: &Guard<'_>,
-    event: &NewEvent,
-    index: usize,
-    sequence: u64,
-) -> Outgoing {
-    let mut hdrs = headers::encode(event, sequence, guard.command_id);
-    if index == 0 {
-        hdrs.insert(
-            headers::name::EXPECTED_SUBJECT_SEQ,
-            HeaderValue::from(guard.expected_last_seq),
-        );
-        hdrs.insert(headers::name::EXPECTED_SUBJECT_SEQ_SUBJECT, guard.wildcard);
-    }
-    if let Some(command) = guard.command_id {
-        let key = guard.key;
-        hdrs.insert(
-            headers::name::MSG_ID,
-            format!("{}.{}:{command}:{index}", key.aggregate_type, key.id).as_str(),
-        );
-    }
-    let mut subject = String::with_capacity(guard.subject_stem.len() + 1 + event.name.len());
-    subject.push_str(guard.subject_stem);
-    subject.push('.');
-    subject.push_str(event.name);
-    Outgoing {
-        subject,
-        headers: hdrs,
-        payload: event.payload.clone(),
-    }
-}
-
-/// Builds the messages of a commit, the first event at aggregate version `first_sequence`.
+/// Builds the messages of a commit, the first event at aggregate version `first_sequence`:
+/// event headers on each, the dedupe id on each when there is a command id, the OCC guard on
+/// the first (the server checks a batch's guards before storing any of it).
 pub(crate) fn messages(
     guard: &Guard<'_>,
     events: &[NewEvent],
@@ -136,61 +79,71 @@ pub(crate) fn messages(
     events
         .iter()
         .enumerate()
-        .map(|(i, event)| message(guard, event, i, first_sequence + i as u64))
+        .map(|(index, event)| {
+            let mut hdrs = headers::encode(event, first_sequence + index as u64);
+            if index == 0 {
+                hdrs.insert(
+                    headers::name::EXPECTED_SUBJECT_SEQ,
+                    HeaderValue::from(guard.expected_last_seq),
+                );
+                hdrs.insert(headers::name::EXPECTED_SUBJECT_SEQ_SUBJECT, guard.filter);
+            }
+            if let Some(command) = guard.command_id {
+                let (ty, id) = (guard.key.aggregate_type, guard.key.id.as_str());
+                let msg_id = wire::message_id(ty, id, command, index);
+                hdrs.insert(headers::name::MSG_ID, msg_id.as_str());
+            }
+            let mut subject =
+                String::with_capacity(guard.subject_stem.len() + 1 + event.name.len());
+            subject.push_str(guard.subject_stem);
+            subject.push('.');
+            subject.push_str(event.name);
+            Outgoing {
+                subject,
+                headers: hdrs,
+                payload: event.payload.clone(),
+            }
+        })
         .collect()
 }
 
-fn parse_ack(message: &async_nats::Message) -> Result<Published, StoreError> {
-    if let Some(status) = message.status {
-        if status.as_u16() == 503 {
-            return Err(JetStreamError::NoResponders("publish".into()).into());
+/// Publishes a commit: one message alone, several as an atomic batch.
+pub(crate) async fn commit(
+    client: &async_nats::Client,
+    batches: &tokio::sync::Semaphore,
+    mut messages: Vec<Outgoing>,
+) -> Result<Published, JetStreamError> {
+    if messages.len() == 1 {
+        let message = messages.pop().expect("one message");
+        return single(client, message).await;
+    }
+    // The server keeps at most 50 open batches per stream (error 10210 past it).
+    let _permit = batches
+        .acquire()
+        .await
+        .map_err(|e| JetStreamError::Client(e.to_string()))?;
+    let policy = TOO_MANY_BATCHES_RETRY;
+    let mut delay = policy.first_delay;
+    for _ in 1..policy.attempts {
+        match batch(client, messages.clone()).await {
+            Err(JetStreamError::Api {
+                err_code: TOO_MANY_BATCHES,
+                ..
+            }) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_delay);
+            }
+            other => return other,
         }
     }
-    let ack: Ack = serde_json::from_slice(&message.payload).map_err(|e| {
-        JetStreamError::Protocol(format!(
-            "publish ack {:?}: {e}",
-            String::from_utf8_lossy(&message.payload)
-        ))
-    })?;
-    if let Some(error) = ack.error {
-        return match error.err_code {
-            WRONG_LAST_SEQUENCE | WRONG_LAST_SUBJECT_SEQUENCE => Ok(Published::Conflict),
-            _ => Err(JetStreamError::Api {
-                code: error.code,
-                err_code: error.err_code,
-                description: error.description,
-            }
-            .into()),
-        };
-    }
-    if ack.duplicate {
-        return Ok(Published::Duplicate);
-    }
-    ack.seq
-        .map(Published::Stored)
-        .ok_or_else(|| JetStreamError::Protocol("publish ack without seq".into()).into())
-}
-
-async fn request(
-    client: &async_nats::Client,
-    message: Outgoing,
-) -> Result<async_nats::Message, StoreError> {
-    client
-        .send_request(
-            message.subject,
-            async_nats::Request::new()
-                .headers(message.headers)
-                .payload(message.payload),
-        )
-        .await
-        .map_err(|e| StoreError::from(JetStreamError::from(e)))
+    batch(client, messages).await
 }
 
 /// Publishes one message and waits for its ack.
 pub(crate) async fn single(
     client: &async_nats::Client,
     message: Outgoing,
-) -> Result<Published, StoreError> {
+) -> Result<Published, JetStreamError> {
     let reply = request(client, message).await?;
     parse_ack(&reply)
 }
@@ -199,10 +152,10 @@ pub(crate) async fn single(
 ///
 /// The first and the committing message are requests; the ones between are plain publishes
 /// (the server answers them only on error, which the commit reports too).
-pub(crate) async fn batch(
+async fn batch(
     client: &async_nats::Client,
     messages: Vec<Outgoing>,
-) -> Result<Published, StoreError> {
+) -> Result<Published, JetStreamError> {
     let batch_id = uuid::Uuid::now_v7().simple().to_string();
     let count = messages.len();
     let mut result = Published::Conflict;
@@ -230,9 +183,69 @@ pub(crate) async fn batch(
         } else {
             client
                 .publish_with_headers(message.subject, message.headers, message.payload)
-                .await
-                .map_err(JetStreamError::from)?;
+                .await?;
         }
     }
     Ok(result)
+}
+
+async fn request(
+    client: &async_nats::Client,
+    message: Outgoing,
+) -> Result<async_nats::Message, JetStreamError> {
+    let request = async_nats::Request::new()
+        .headers(message.headers)
+        .payload(message.payload);
+    Ok(client.send_request(message.subject, request).await?)
+}
+
+/// The server's answer to a publish.
+#[derive(Debug, Deserialize)]
+struct Ack {
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    duplicate: bool,
+    #[serde(default)]
+    error: Option<ApiError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+fn parse_ack(message: &async_nats::Message) -> Result<Published, JetStreamError> {
+    if let Some(status) = message.status {
+        if status.as_u16() == 503 {
+            return Err(JetStreamError::NoResponders("publish".into()));
+        }
+    }
+    let ack: Ack = serde_json::from_slice(&message.payload).map_err(|e| {
+        JetStreamError::Protocol(format!(
+            "publish ack {:?}: {e}",
+            String::from_utf8_lossy(&message.payload)
+        ))
+    })?;
+    if let Some(error) = ack.error {
+        return match error.err_code {
+            WRONG_LAST_SEQUENCE | WRONG_LAST_SUBJECT_SEQUENCE => Ok(Published::Conflict),
+            _ => Err(JetStreamError::Api {
+                code: error.code,
+                err_code: error.err_code,
+                description: error.description,
+            }),
+        };
+    }
+    if ack.duplicate {
+        return Ok(Published::Duplicate);
+    }
+    ack.seq
+        .map(Published::Stored)
+        .ok_or_else(|| JetStreamError::Protocol("publish ack without seq".into()))
 }

@@ -244,30 +244,7 @@ impl Cache {
     }
 }
 
-/// The first outcome of `command` in an aggregate's history, by reading it.
-pub(crate) fn outcome_of(events: &[StoredEvent], command: &str) -> Option<AppendOutcome> {
-    let mut found: Option<AppendOutcome> = None;
-    for event in events
-        .iter()
-        .filter(|e| e.command_id.as_deref() == Some(command))
-    {
-        match &mut found {
-            Some(outcome) => {
-                outcome.last_sequence = event.sequence;
-                outcome.last_position = event.position;
-            }
-            None => {
-                found = Some(AppendOutcome {
-                    first_sequence: event.sequence,
-                    last_sequence: event.sequence,
-                    last_position: event.position,
-                    duplicate: false,
-                })
-            }
-        }
-    }
-    found
-}
+pub(crate) use crate::store::outcome_of;
 
 #[cfg(test)]
 mod tests {

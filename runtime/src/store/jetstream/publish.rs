@@ -10,7 +10,8 @@ use crate::error::EncodeError;
 use crate::event::Event;
 use crate::id::AggregateId;
 use crate::observability;
-use crate::store::{CommandMetadata, NewEvent, StoreError};
+use crate::store::{contract, AggregateKey, CommandMetadata, NewEvent, StoreError};
+use crate::wire;
 
 /// Where a published event was stored.
 ///
@@ -126,8 +127,13 @@ impl Publisher {
                 .or_else(|| metadata.command_id.clone()),
             headers,
         };
-        headers::validate(&new_event)?;
-        headers::check_value("command id", &message_id)?;
+        let topic_key = AggregateKey::new(self.topic, key.clone());
+        contract::check_append(
+            &topic_key,
+            Some(&message_id),
+            std::slice::from_ref(&new_event),
+        )
+        .map_err(StoreError::from)?;
         let bytes = headers::message_size(&new_event, metadata.command_id.as_deref());
         let max = self.store.max_payload();
         if max > 0 && bytes > max {
@@ -138,11 +144,14 @@ impl Publisher {
             }
             .into());
         }
-        let mut message_headers = headers::encode(&new_event, 0, metadata.command_id.as_deref());
-        message_headers.insert(
-            headers::name::MSG_ID,
-            format!("{}.{key}:{message_id}", self.topic).as_str(),
-        );
+        let mut message_headers = headers::encode(&new_event, 0);
+        // With a command id, the wire's message id (which readers take the command id from);
+        // without, the event id alone, which names no command.
+        let msg_id = match &metadata.command_id {
+            Some(command) => wire::message_id(self.topic, key.as_str(), command, 0),
+            None => format!("{}.{key}:{message_id}", self.topic),
+        };
+        message_headers.insert(headers::name::MSG_ID, msg_id.as_str());
         let prefix = &self.store.config().prefix;
         let stem = format!("{prefix}.{}.{key}", self.topic);
         let outgoing = Outgoing {

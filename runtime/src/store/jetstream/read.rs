@@ -1,11 +1,12 @@
-//! Reading events back.
+//! Reading events from the stream.
 //!
 //! Small reads go through batched direct get (`$JS.API.DIRECT.GET.<stream>`), which creates
 //! nothing on the server. Large aggregate loads drain a short-lived pull consumer (in memory,
 //! one replica, no acks, like an ordered consumer) that is deleted before the load returns: the
-//! server streams a consumer's messages faster than it answers a batched direct get, once the
-//! consumer's creation and deletion (one round trip each) are paid for. A consumer that cannot
-//! be created, or a gap in what it delivers, falls back to direct get from the last event read.
+//! server streams a consumer's messages faster than it answers a batched direct get (whose
+//! replies carry six more headers each), once the consumer's creation and deletion (one round
+//! trip each) are paid for. A consumer that cannot be created, or a gap in what it delivers,
+//! falls back to direct get from the last event read.
 
 use std::time::Duration;
 
@@ -73,20 +74,22 @@ pub(crate) async fn read(
 }
 
 /// Loads the events of one aggregate (`filter`), from stream sequence `start_seq` to the end.
-/// `expected` is how many events the caller expects (it may be off when others write
-/// meanwhile: it only picks the read path).
+/// `expected` is how many events the caller expects, when it knows (it may be off when others
+/// write meanwhile: it only picks the read path). Without it, the load drains a consumer, whose
+/// creation tells how many there are.
 pub(crate) async fn load(
     reader: &Reader<'_>,
     filter: &str,
     start_seq: u64,
-    expected: u64,
+    expected: Option<u64>,
     keep: impl Fn(&StoredEvent) -> bool,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut seq = start_seq.max(1);
+    let expected = expected.unwrap_or(u64::MAX);
     if expected < CONSUMER_MIN {
         return read(reader, filter, seq, usize::MAX, keep).await;
     }
-    let mut events = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(BATCH * 10));
+    let mut events = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(BATCH));
     match drain(reader, filter, seq, &keep, &mut events).await {
         None => return Ok(events),
         Some(next) => seq = next,
@@ -142,10 +145,15 @@ async fn drain(
             }
         }
     };
-    if let Err(error) = reader.handle.delete_consumer(&consumer_name).await {
-        // The inactivity threshold removes it soon anyway.
-        tracing::warn!(%error, consumer = %consumer_name, "load consumer not deleted");
-    }
+    // Deleted off the load's path: the load needs nothing more from it, and waiting for the
+    // answer would add a round trip to every large load. The inactivity threshold removes it
+    // should the deletion fail.
+    let stream = reader.handle.clone();
+    tokio::spawn(async move {
+        if let Err(error) = stream.delete_consumer(&consumer_name).await {
+            tracing::warn!(%error, consumer = %consumer_name, "load consumer not deleted");
+        }
+    });
     next
 }
 

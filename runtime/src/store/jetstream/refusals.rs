@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::error::JetStreamError;
+
 /// How many refusals are remembered; older ones are forgotten.
 const KEEP: usize = 256;
 
@@ -77,6 +79,35 @@ impl Refusals {
             .take_while(|refusal| recent(refusal))
             .find(|(_, _, subject)| is_under(subject, stem))
             .map(|(_, _, subject)| subject.clone())
+    }
+}
+
+impl Refusals {
+    /// Runs `publish` (messages under `stem`) until its ack, or until the server refuses one of
+    /// its subjects: it answers a refused publish only with an asynchronous `-ERR`, never with
+    /// a reply, and nothing is stored. A publish that timed out after a refusal of its subject
+    /// is reported as that refusal too.
+    pub(crate) async fn unless_refused<T>(
+        &self,
+        stem: &str,
+        timeout: Duration,
+        publish: impl std::future::Future<Output = Result<T, JetStreamError>>,
+    ) -> Result<T, JetStreamError> {
+        // Watching starts before the first message leaves, so no refusal can slip past.
+        let refusal = self.watch();
+        tokio::select! {
+            biased;
+            result = publish => result.map_err(|error| match error {
+                JetStreamError::Timeout => match self.refused_under(stem, timeout * 2) {
+                    Some(subject) => JetStreamError::PermissionDenied { subject },
+                    None => JetStreamError::Timeout,
+                },
+                other => other,
+            }),
+            subject = refusal.refused_under(stem) => {
+                Err(JetStreamError::PermissionDenied { subject })
+            }
+        }
     }
 }
 

@@ -107,9 +107,7 @@ pub(crate) async fn save(
             Some(entry) => {
                 if entry.operation == async_nats::jetstream::kv::Operation::Put {
                     if let Ok(existing) = decode(entry.value.clone(), entry.revision) {
-                        if existing.schema_version == snapshot.schema_version
-                            && existing.version >= snapshot.version
-                        {
+                        if !crate::store::contract::snapshot_replaces(&existing, snapshot) {
                             return Ok(());
                         }
                     }

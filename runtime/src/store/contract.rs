@@ -1,0 +1,169 @@
+//! The rules every store applies before it touches its backend, written once: what may be
+//! appended, and the span and metric of an append. Backends call these first, so a refusal is
+//! the same on every backend (the conformance suite checks each one on all of them).
+
+use std::future::Future;
+use std::time::UNIX_EPOCH;
+
+use tracing::Instrument;
+
+use super::{AggregateKey, AppendOutcome, NewEvent, Snapshot, StoreError};
+use crate::id::{validate_token, InvalidId};
+
+/// Why an append or load was refused before anything was stored or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidInput {
+    /// The aggregate type cannot be one NATS subject token (`AggregateKey`'s fields are
+    /// public, so a key can bypass `AggregateId`'s checks).
+    #[error("aggregate type {name:?} cannot be a subject token")]
+    AggregateType {
+        /// The refused type name.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: InvalidId,
+    },
+    /// The aggregate id cannot be one NATS subject token.
+    #[error("aggregate id {id:?} cannot be a subject token")]
+    AggregateId {
+        /// The refused id.
+        id: String,
+        /// What is wrong with it.
+        #[source]
+        source: InvalidId,
+    },
+    /// The event name cannot be one NATS subject token.
+    #[error("event name {name:?} cannot be a subject token")]
+    EventName {
+        /// The refused name.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: InvalidId,
+    },
+    /// A value that travels in a header contains CR, LF or another control character.
+    #[error("{what} {value:?} contains a control character")]
+    ControlCharacter {
+        /// Which value: `command id`, `correlation id`, `causation id`, `user header "x"`.
+        what: String,
+        /// The value.
+        value: String,
+    },
+    /// A user header name is not printable ASCII without `:` or spaces.
+    #[error("user header name {0:?} is not printable ASCII without `:` or spaces")]
+    HeaderName(String),
+    /// The event's timestamp cannot be written as Unix time.
+    #[error("the timestamp of event {0:?} is before 1970")]
+    TimestampBefore1970(&'static str),
+}
+
+fn control(what: impl Into<String>, value: &str) -> Result<(), InvalidInput> {
+    if value.chars().any(char::is_control) {
+        return Err(InvalidInput::ControlCharacter {
+            what: what.into(),
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the aggregate key of an append or load.
+pub(crate) fn check_key(key: &AggregateKey) -> Result<(), InvalidInput> {
+    validate_token(key.aggregate_type).map_err(|source| InvalidInput::AggregateType {
+        name: key.aggregate_type.to_owned(),
+        source,
+    })?;
+    validate_token(key.id.as_str()).map_err(|source| InvalidInput::AggregateId {
+        id: key.id.as_str().to_owned(),
+        source,
+    })
+}
+
+/// Checks one event's name and metadata.
+pub(crate) fn check_event(event: &NewEvent) -> Result<(), InvalidInput> {
+    validate_token(event.name).map_err(|source| InvalidInput::EventName {
+        name: event.name.to_owned(),
+        source,
+    })?;
+    control("correlation id", &event.correlation_id)?;
+    if let Some(causation) = &event.causation_id {
+        control("causation id", causation)?;
+    }
+    for (name, value) in &event.headers {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(InvalidInput::HeaderName(name.clone()));
+        }
+        control(format!("user header {name:?}"), value)?;
+    }
+    if event.timestamp.duration_since(UNIX_EPOCH).is_err() {
+        return Err(InvalidInput::TimestampBefore1970(event.name));
+    }
+    Ok(())
+}
+
+/// Checks a whole append: key, command id and every event. An empty append is checked by the
+/// backend, after the command id (a duplicate of an earlier command reports its outcome).
+pub(crate) fn check_append(
+    key: &AggregateKey,
+    command_id: Option<&str>,
+    events: &[NewEvent],
+) -> Result<(), InvalidInput> {
+    check_key(key)?;
+    if let Some(command) = command_id {
+        control("command id", command)?;
+    }
+    events.iter().try_for_each(check_event)
+}
+
+/// What the append span says about the events, read before the backend takes them.
+#[derive(Clone, Copy)]
+pub(crate) struct AppendShape {
+    count: usize,
+    first_event: Option<&'static str>,
+}
+
+impl AppendShape {
+    pub(crate) fn of(events: &[NewEvent]) -> Self {
+        AppendShape {
+            count: events.len(),
+            first_event: events.first().map(|e| e.name),
+        }
+    }
+}
+
+/// Runs a backend's append inside the `jetsource.append` span and counts what it stored.
+pub(crate) async fn traced_append(
+    key: &AggregateKey,
+    expected: super::ExpectedVersion,
+    shape: AppendShape,
+    append: impl Future<Output = Result<AppendOutcome, StoreError>>,
+) -> Result<AppendOutcome, StoreError> {
+    let span = tracing::debug_span!(
+        "jetsource.append",
+        aggregate_type = key.aggregate_type,
+        aggregate_id = %key.id,
+        events = shape.count,
+        first_event = shape.first_event,
+        expected = ?expected,
+        version = tracing::field::Empty,
+        position = tracing::field::Empty,
+    );
+    let outcome = append.instrument(span.clone()).await?;
+    span.record("version", outcome.last_sequence);
+    span.record("position", outcome.last_position);
+    if !outcome.duplicate {
+        metrics::counter!(
+            crate::observability::EVENTS_APPENDED,
+            "aggregate_type" => key.aggregate_type
+        )
+        .increment(shape.count as u64);
+    }
+    Ok(outcome)
+}
+
+/// Whether `new` replaces the stored snapshot `existing`: not when `existing` has the same
+/// schema and includes at least as many events.
+pub(crate) fn snapshot_replaces(existing: &Snapshot, new: &Snapshot) -> bool {
+    existing.schema_version != new.schema_version || existing.version < new.version
+}

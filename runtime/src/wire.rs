@@ -1,0 +1,305 @@
+//! The wire format: how an event is stored as a JetStream message, so that tools and programs
+//! in other languages can read and write events jetsource reads.
+//!
+//! # Format 1 (written since 0.2)
+//! One event is one message:
+//!
+//! | part | content |
+//! |---|---|
+//! | subject | `<prefix>.<aggregate type>.<aggregate id>.<event name>` ([`subject`]) |
+//! | payload | the encoded event (JSON or Protobuf), nothing around it |
+//! | header `Jetsource` | `1 <sequence> <event id> <schema version> <codec> <timestamp>` ([`EventHeader`]) |
+//! | header `Jetsource-Correlation-Id` | only when the correlation id is not the event id |
+//! | header `Jetsource-Causation-Id` | only when the event has a causation id |
+//! | headers `Jetsource-H-<name>` | user headers, one each |
+//! | header `Nats-Msg-Id` | only with a command id: `<type>.<id>:<command id>:<index>` ([`message_id`]) |
+//!
+//! `<sequence>` is the event's number within its aggregate (1, 2, 3 ... without gaps),
+//! `<event id>` a UUID in 32 lowercase hex digits, `<codec>` `json` or `protobuf`, `<timestamp>`
+//! Unix nanoseconds of the command that produced the event. A writer appending to an aggregate
+//! guards the first message of its commit with `Nats-Expected-Last-Subject-Sequence: <stream
+//! sequence of the aggregate's last event>` and `Nats-Expected-Last-Subject-Sequence-Subject:
+//! <prefix>.<type>.<id>.*`; the server stores these two headers with the message, and readers
+//! ignore them. The event's position is its stream sequence.
+//!
+//! Why this shape (measured, see the README): the event name stays in the subject, so consumers
+//! filter by name on the server; the payload stays the bare event, so any NATS client can read
+//! it; the metadata every event needs is one short header instead of seven, since the server
+//! scans an appended message's headers several times and the client parses every stored header
+//! on every load; optional ids travel only when they carry information, and the command id
+//! rides in `Nats-Msg-Id`, which an idempotent append sends anyway.
+//!
+//! # Format 0 (written before 0.2), still read
+//! The same subject and payload with the metadata in separate headers ([`legacy`]). Readers
+//! decode both; a message with neither is not a jetsource event.
+//!
+//! ```
+//! use jetsource::wire::{self, EventHeader};
+//! use jetsource::Codec;
+//! let header = EventHeader {
+//!     sequence: 7,
+//!     id: uuid::Uuid::from_u128(0x0190a1b2_7c3d_7e4f_8a9b_0c1d2e3f4a5b),
+//!     version: 2,
+//!     codec: Codec::Json,
+//!     timestamp: std::time::UNIX_EPOCH + std::time::Duration::from_nanos(1_764_000_000_000_000_001),
+//! };
+//! let value = header.to_string();
+//! assert_eq!(value, "1 7 0190a1b27c3d7e4f8a9b0c1d2e3f4a5b 2 json 1764000000000000001");
+//! assert_eq!(EventHeader::parse(&value).unwrap(), header);
+//! assert_eq!(wire::subject("bank", "account", "acc-1", "deposited"), "bank.account.acc-1.deposited");
+//! ```
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use uuid::Uuid;
+
+use crate::event::Codec;
+
+/// The format this version of jetsource writes.
+pub const FORMAT: u32 = 1;
+
+/// The header holding an event's [`EventHeader`].
+pub const EVENT_HEADER: &str = "Jetsource";
+/// The correlation id, when it differs from the event id (absent: the event id).
+pub const CORRELATION_HEADER: &str = "Jetsource-Correlation-Id";
+/// The causation id, when there is one.
+pub const CAUSATION_HEADER: &str = "Jetsource-Causation-Id";
+/// User headers are stored under this prefix so they never collide with NATS or jetsource ones.
+pub const USER_HEADER_PREFIX: &str = "Jetsource-H-";
+/// W3C trace context: a user header of this name is also written under its own name, so
+/// NATS-aware tracing sees it.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+/// The NATS dedupe header; carries the command id of an idempotent append.
+pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// The optimistic-concurrency guard: stream sequence of the aggregate's last event.
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Which subjects the guard covers: `<prefix>.<type>.<id>.*`.
+pub const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT_HEADER: &str =
+    "Nats-Expected-Last-Subject-Sequence-Subject";
+
+/// The metadata every event carries, in the [`EVENT_HEADER`] header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventHeader {
+    /// The event's number within its aggregate.
+    pub sequence: u64,
+    /// The event id.
+    pub id: Uuid,
+    /// The event's schema version.
+    pub version: u32,
+    /// The payload codec.
+    pub codec: Codec,
+    /// When the command produced the event.
+    pub timestamp: SystemTime,
+}
+
+/// Why a header value is not a valid [`EventHeader`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// The value does not start with a format number this version reads.
+    #[error("unknown wire format {0:?}")]
+    UnknownFormat(String),
+    /// A field is missing or malformed.
+    #[error("field {field} is {problem}")]
+    BadField {
+        /// Which field.
+        field: &'static str,
+        /// `missing`, or what is wrong with it.
+        problem: String,
+    },
+}
+
+impl fmt::Display for EventHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nanos = self
+            .timestamp
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        write!(
+            f,
+            "{FORMAT} {} {} {} {} {nanos}",
+            self.sequence,
+            self.id.simple(),
+            self.version,
+            self.codec.as_str()
+        )
+    }
+}
+
+impl EventHeader {
+    /// Parses a value written by [`EventHeader`]'s `Display`. Fields after the known ones are
+    /// ignored, so a later format that appends fields stays readable.
+    pub fn parse(value: &str) -> Result<Self, WireError> {
+        let mut fields = value.split(' ');
+        let format = fields.next().unwrap_or_default();
+        if format != "1" {
+            return Err(WireError::UnknownFormat(format.to_owned()));
+        }
+        let mut next = |field: &'static str| {
+            fields.next().ok_or(WireError::BadField {
+                field,
+                problem: "missing".into(),
+            })
+        };
+        let bad = |field: &'static str, problem: String| WireError::BadField { field, problem };
+        let sequence = next("sequence")?;
+        let sequence = sequence
+            .parse::<u64>()
+            .map_err(|e| bad("sequence", format!("{sequence:?}: {e}")))?;
+        let id = next("event id")?;
+        let id = Uuid::try_parse(id).map_err(|e| bad("event id", format!("{id:?}: {e}")))?;
+        let version = next("version")?;
+        let version = version
+            .parse::<u32>()
+            .map_err(|e| bad("version", format!("{version:?}: {e}")))?;
+        let codec = next("codec")?;
+        let codec = Codec::parse(codec).ok_or_else(|| bad("codec", format!("{codec:?}")))?;
+        let nanos = next("timestamp")?;
+        let nanos = nanos
+            .parse::<u64>()
+            .map_err(|e| bad("timestamp", format!("{nanos:?}: {e}")))?;
+        Ok(EventHeader {
+            sequence,
+            id,
+            version,
+            codec,
+            timestamp: UNIX_EPOCH + Duration::from_nanos(nanos),
+        })
+    }
+}
+
+/// `<prefix>.<type>.<id>.<event name>`: where an event is published.
+pub fn subject(prefix: &str, aggregate_type: &str, id: &str, event_name: &str) -> String {
+    let mut subject = aggregate_subject(prefix, aggregate_type, id);
+    subject.push('.');
+    subject.push_str(event_name);
+    subject
+}
+
+/// `<prefix>.<type>.<id>`: the stem of an aggregate's subjects.
+pub fn aggregate_subject(prefix: &str, aggregate_type: &str, id: &str) -> String {
+    let mut stem = String::with_capacity(prefix.len() + aggregate_type.len() + id.len() + 24);
+    stem.push_str(prefix);
+    stem.push('.');
+    stem.push_str(aggregate_type);
+    stem.push('.');
+    stem.push_str(id);
+    stem
+}
+
+/// `<prefix>.<type>.<id>.*`: every event of one aggregate.
+pub fn aggregate_filter(prefix: &str, aggregate_type: &str, id: &str) -> String {
+    let mut filter = aggregate_subject(prefix, aggregate_type, id);
+    filter.push_str(".*");
+    filter
+}
+
+/// The parts of an event subject after its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectParts<'a> {
+    /// The aggregate type.
+    pub aggregate_type: &'a str,
+    /// The aggregate id.
+    pub aggregate_id: &'a str,
+    /// The event name.
+    pub event_name: &'a str,
+}
+
+/// Splits `<type>.<id>.<event name>` (an event subject without `<prefix>.`).
+///
+/// ```
+/// let parts = jetsource::wire::parse_subject_tail("account.acc-1.deposited").unwrap();
+/// assert_eq!((parts.aggregate_type, parts.aggregate_id, parts.event_name), ("account", "acc-1", "deposited"));
+/// assert!(jetsource::wire::parse_subject_tail("account.acc-1").is_none());
+/// ```
+pub fn parse_subject_tail(tail: &str) -> Option<SubjectParts<'_>> {
+    let mut tokens = tail.splitn(3, '.');
+    let (aggregate_type, aggregate_id, event_name) =
+        (tokens.next()?, tokens.next()?, tokens.next()?);
+    if aggregate_type.is_empty() || aggregate_id.is_empty() || event_name.is_empty() {
+        return None;
+    }
+    Some(SubjectParts {
+        aggregate_type,
+        aggregate_id,
+        event_name,
+    })
+}
+
+/// The `Nats-Msg-Id` of message `index` of an idempotent commit: `<type>.<id>:<command>:<index>`.
+/// The dedupe window is stream-wide, so the aggregate is part of it.
+pub fn message_id(aggregate_type: &str, id: &str, command_id: &str, index: usize) -> String {
+    format!("{aggregate_type}.{id}:{command_id}:{index}")
+}
+
+/// The command id inside a `Nats-Msg-Id` written by [`message_id`] for aggregate `<type>.<id>`.
+///
+/// ```
+/// use jetsource::wire::{command_of_message_id, message_id};
+/// let msg_id = message_id("account", "a1", "cmd:7", 2);
+/// assert_eq!(command_of_message_id("account", "a1", &msg_id), Some("cmd:7"));
+/// assert_eq!(command_of_message_id("account", "a2", &msg_id), None);
+/// ```
+pub fn command_of_message_id<'a>(
+    aggregate_type: &str,
+    id: &str,
+    msg_id: &'a str,
+) -> Option<&'a str> {
+    let rest = msg_id
+        .strip_prefix(aggregate_type)?
+        .strip_prefix('.')?
+        .strip_prefix(id)?
+        .strip_prefix(':')?;
+    let (command, index) = rest.rsplit_once(':')?;
+    index.parse::<usize>().ok()?;
+    Some(command)
+}
+
+/// Format 0: the header names written before format 1. Still read, never written.
+pub mod legacy {
+    /// The event id (hyphenated UUID).
+    pub const EVENT_ID: &str = "Jetsource-Event-Id";
+    /// The event name (also the subject's last token).
+    pub const EVENT_NAME: &str = "Jetsource-Event-Name";
+    /// The schema version.
+    pub const EVENT_VERSION: &str = "Jetsource-Event-Version";
+    /// `json` or `protobuf`.
+    pub const CODEC: &str = "Jetsource-Codec";
+    /// The event's number within its aggregate.
+    pub const SEQUENCE: &str = "Jetsource-Sequence";
+    /// The correlation id (always present).
+    pub const CORRELATION: &str = "Jetsource-Correlation-Id";
+    /// The causation id.
+    pub const CAUSATION: &str = "Jetsource-Causation-Id";
+    /// The command id.
+    pub const COMMAND: &str = "Jetsource-Command-Id";
+    /// Unix nanoseconds.
+    pub const TIMESTAMP: &str = "Jetsource-Timestamp";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_is_checked() {
+        assert!(matches!(
+            EventHeader::parse("2 1 x"),
+            Err(WireError::UnknownFormat(f)) if f == "2"
+        ));
+        let missing = EventHeader::parse("1 5").unwrap_err();
+        assert_eq!(missing.to_string(), "field event id is missing");
+        let bad = EventHeader::parse("1 5 0190a1b27c3d7e4f8a9b0c1d2e3f4a5b 1 xml 1").unwrap_err();
+        assert_eq!(bad.to_string(), "field codec is \"xml\"");
+    }
+
+    #[test]
+    fn later_fields_are_ignored() {
+        let header =
+            EventHeader::parse("1 5 0190a1b27c3d7e4f8a9b0c1d2e3f4a5b 3 protobuf 9 future").unwrap();
+        assert_eq!((header.sequence, header.version), (5, 3));
+        assert_eq!(header.codec, Codec::Protobuf);
+    }
+}
