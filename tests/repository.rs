@@ -150,9 +150,11 @@ async fn retried_command_id_appends_nothing_twice() {
         .unwrap();
     assert!(!first.duplicate);
     assert!(again.duplicate);
+    // The first execution's outcome: what it appended, the version it produced, and the state
+    // as of that version.
     assert_eq!(
         (again.appended, again.state.total, again.version),
-        (0, 6, 2)
+        (1, 5, 1)
     );
     assert_eq!(store.len(), 2);
 }
@@ -285,10 +287,14 @@ async fn snapshot_plus_tail_equals_full_replay() {
     assert_eq!(with_snapshot.state, full);
     assert_eq!(with_snapshot.version, 25);
 
-    // Prove the snapshot is what was read: a doctored snapshot shows through.
+    // Prove the snapshot is what was read: a doctored snapshot shows through. (It is one
+    // version newer, since the store keeps the snapshot it has at an equal version.)
     let mut doctored: Counter = serde_json::from_slice(&snapshot.state).unwrap();
-    doctored.total += 1_000;
+    doctored.total += 21 + 1_000;
+    let event_21 = store.load(&key("s"), 21).await.unwrap().remove(0);
     let doctored = Snapshot {
+        version: 21,
+        position: event_21.position,
         state: serde_json::to_vec(&doctored).unwrap().into(),
         ..snapshot.clone()
     };

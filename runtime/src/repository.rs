@@ -2,6 +2,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lru::LruCache;
 use std::time::SystemTime;
@@ -13,10 +14,11 @@ use crate::aggregate::Aggregate;
 use crate::error::{DecodeError, EncodeError};
 use crate::event_set::EventSet;
 use crate::id::{AggregateId, InvalidId};
+use crate::lanes;
 use crate::observability;
 use crate::store::{
-    AggregateKey, CommandMetadata, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
-    StoredEvent,
+    AggregateKey, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, NewEvent, Snapshot,
+    StoreError, StoredEvent,
 };
 
 /// How many times a command is re-run after a concurrency conflict before the conflict is
@@ -39,10 +41,11 @@ pub struct Committed<A> {
     pub state: A,
     /// The aggregate's version after the command.
     pub version: u64,
-    /// How many events the command appended (0 for a command that decided nothing changes,
-    /// and for a duplicate).
+    /// How many events the command appended (0 for a command that decided nothing changes);
+    /// for a duplicate, how many its first execution appended.
     pub appended: usize,
-    /// The command id had been executed before: nothing was appended this time.
+    /// The command id had been executed before: nothing was appended this time, the command
+    /// did not run, and `state`, `version` and `appended` are those of its first execution.
     pub duplicate: bool,
     /// How many times the command ran (1 without conflicts).
     pub attempts: u32,
@@ -69,13 +72,48 @@ pub enum RepositoryError {
     /// A new event could not be encoded; nothing was appended.
     #[error(transparent)]
     Encode(#[from] EncodeError),
-    /// The store failed, or conflicts outlasted the retries.
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Every attempt conflicted with another writer (another process: commands of this process
+    /// on one aggregate never conflict with each other) until the retries ran out. Nothing was
+    /// appended, so the command may be sent again; with a command id it will apply at most once.
+    #[error(
+        "gave up on {aggregate} after {attempts} attempts, each conflicting with another writer; \
+         nothing was appended{}",
+        match command_id {
+            Some(id) => format!(", and retrying command {id:?} is safe"),
+            None => String::new(),
+        }
+    )]
+    ConflictsOutlastedRetries {
+        /// The aggregate.
+        aggregate: AggregateKey,
+        /// How many times the command ran.
+        attempts: u32,
+        /// The command's id, when it had one.
+        command_id: Option<String>,
+        /// The last conflict.
+        #[source]
+        source: Box<StoreError>,
+    },
+}
+
+impl RepositoryError {
+    /// Whether the failure left nothing appended, so that sending the command again is safe
+    /// even without a command id. (With a command id, any retry is safe.)
+    pub fn appended_nothing(&self) -> bool {
+        matches!(
+            self,
+            RepositoryError::ConflictsOutlastedRetries { .. }
+                | RepositoryError::Store(StoreError::Conflict { .. })
+        )
+    }
 }
 
 /// Why a command failed: the domain rejected it, or loading/appending failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecuteError<E> {
     /// The command returned this domain error; nothing was appended.
     #[error("command rejected: {0}")]
@@ -86,11 +124,14 @@ pub enum ExecuteError<E> {
 }
 
 impl<E> ExecuteError<E> {
-    /// Whether the command failed on a concurrency conflict that outlasted the retries.
+    /// Whether the command failed on concurrency conflicts that outlasted the retries.
     pub fn is_conflict(&self) -> bool {
         matches!(
             self,
-            ExecuteError::Repository(RepositoryError::Store(StoreError::Conflict { .. }))
+            ExecuteError::Repository(
+                RepositoryError::Store(StoreError::Conflict { .. })
+                    | RepositoryError::ConflictsOutlastedRetries { .. }
+            )
         )
     }
 }
@@ -375,11 +416,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             A::TYPE,
             AggregateId::new(id).map_err(RepositoryError::from)?,
         );
+        // A command that starts a correlation names it after its first event, which the wire
+        // format then need not repeat.
+        let first_event_id = Uuid::now_v7();
         let correlation_id = metadata
             .correlation_id
             .clone()
             .or_else(observability::inherited_correlation)
-            .unwrap_or_else(|| Uuid::now_v7().to_string());
+            .unwrap_or_else(|| first_event_id.to_string());
         let causation_id = metadata
             .causation_id
             .clone()
@@ -387,29 +431,48 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             .or_else(|| metadata.command_id.clone());
         let mut headers = metadata.headers.clone();
         observability::inject_trace(&mut headers);
+        // Commands on one aggregate in this process take turns, so they never conflict with
+        // each other; conflicts can only come from other processes.
+        let _lane = lanes::enter(self.store.lane_scope(), &key).await;
+        if let Some(command) = metadata.command_id.as_deref() {
+            // A command that ran before returns its first outcome, without running again.
+            let first = self.store.command_outcome(&key, command).await;
+            if let Some(first) = first.map_err(RepositoryError::from)? {
+                return Ok(self.first_outcome(&key, first, 0).await?);
+            }
+        }
         let mut loaded = match self.take_cached(&key) {
             Some(cached) => cached,
             None => self.load_key(&key).await?,
         };
+        let mut backoff = conflict_backoff(self.conflict_retries);
         let mut attempts = 0;
         loop {
             attempts += 1;
             let events = command(&loaded.state).map_err(ExecuteError::Rejected)?;
             if events.is_empty() {
-                return Ok(Committed {
-                    state: loaded.state,
-                    version: loaded.version,
-                    appended: 0,
-                    duplicate: false,
-                    attempts,
-                });
+                return Ok(self.cache_committed(
+                    &key,
+                    Committed {
+                        state: loaded.state,
+                        version: loaded.version,
+                        appended: 0,
+                        duplicate: false,
+                        attempts,
+                    },
+                ));
             }
             let new_events = events
                 .iter()
-                .map(|event| {
+                .enumerate()
+                .map(|(index, event)| {
                     let encoded = event.encode()?;
+                    let id = match (attempts, index) {
+                        (1, 0) => first_event_id,
+                        _ => Uuid::now_v7(),
+                    };
                     Ok(NewEvent {
-                        id: Uuid::now_v7(),
+                        id,
                         name: encoded.name,
                         version: encoded.version,
                         codec: encoded.codec,
@@ -433,15 +496,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 )
                 .await;
             match outcome {
+                // Another process ran the same command id meanwhile.
                 Ok(outcome) if outcome.duplicate => {
-                    let current = self.load_key(&key).await?;
-                    return Ok(Committed {
-                        state: current.state,
-                        version: current.version,
-                        appended: 0,
-                        duplicate: true,
-                        attempts,
-                    });
+                    return Ok(self.first_outcome(&key, outcome, attempts).await?);
                 }
                 Ok(outcome) => {
                     for event in events {
@@ -465,8 +522,19 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     };
                     return Ok(self.cache_committed(&key, committed));
                 }
-                Err(StoreError::Conflict { .. }) if attempts <= self.conflict_retries => {
-                    tracing::debug!(aggregate = %key, attempts, "conflict, retrying command");
+                Err(conflict @ StoreError::Conflict { .. }) => {
+                    let Some(delay) = backoff.next() else {
+                        return Err(RepositoryError::ConflictsOutlastedRetries {
+                            aggregate: key,
+                            attempts,
+                            command_id: metadata.command_id,
+                            source: Box::new(conflict),
+                        }
+                        .into());
+                    };
+                    tracing::debug!(aggregate = %key, attempts, ?delay, "conflict, retrying command");
+                    // Spread writers of other processes apart, so the next attempt likely wins.
+                    tokio::time::sleep(delay).await;
                     // The command only read the state, so it is still the aggregate as of
                     // `loaded.version`: catching up on the newer events is enough, and keeps a
                     // contended aggregate from being replayed from the start on every retry.
@@ -481,6 +549,43 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             }
         }
     }
+
+    /// What a command whose id already appended returns: its first outcome, with the state as
+    /// of the version it produced.
+    async fn first_outcome(
+        &self,
+        key: &AggregateKey,
+        first: AppendOutcome,
+        attempts: u32,
+    ) -> Result<Committed<A>, RepositoryError> {
+        let events = self.store.load(key, 1).await?;
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: 0,
+        };
+        let upto = events.partition_point(|e| e.sequence <= first.last_sequence);
+        replay(key, &mut loaded, &events[..upto])?;
+        Ok(Committed {
+            state: loaded.state,
+            version: first.last_sequence,
+            appended: usize::try_from(first.last_sequence + 1 - first.first_sequence)
+                .unwrap_or(usize::MAX),
+            duplicate: true,
+            attempts,
+        })
+    }
+}
+
+/// Delays between a command's attempts after conflicts with other processes: exponential from
+/// 1 ms to 100 ms with full jitter, at most `retries` of them.
+fn conflict_backoff(retries: u32) -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(100))
+        .with_jitter()
+        .with_max_times(usize::try_from(retries).unwrap_or(usize::MAX))
+        .build()
 }
 
 impl<A: Aggregate, S: EventStore> Repository<A, S> {
