@@ -16,8 +16,9 @@
 //! only then releases their aggregates' next events. So no handler starts before its
 //! aggregate's previous completion is durable, and no task or channel is paid per event.
 //!
-//! Imports run one way: `start` → `group` → `lane` → `dispatch` → `worker`, `acks`, `router`
-//! → `delivery`; `backend`, `consumer`, `dead_letters`, `done_log` and `placement` sit below.
+//! Imports run one way, with no circle: `start` on top, then `group`, `lane`, `dispatch`, the
+//! workers' files (`worker`, `backend`, `acks`, `router`), and at the bottom `delivery`,
+//! `consumer`, `dead_letters`, `done_log` and `placement`. Nothing imports this file.
 
 mod acks;
 mod backend;
