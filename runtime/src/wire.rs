@@ -31,7 +31,8 @@
 //!
 //! # Format 0 (written before 0.2), still read
 //! The same subject and payload with the metadata in separate headers ([`legacy`]). Readers
-//! decode both; a message with neither is not a jetsource event.
+//! decode both; a message with neither is not a jetsource event. [`EventMetadata::decode`]
+//! reads either from a message's headers, for tools that read messages themselves.
 //!
 //! ```
 //! use jetsource::wire::{self, EventHeader};
@@ -101,7 +102,7 @@ pub enum WireError {
     /// The value does not start with a format number this version reads.
     #[error("unknown wire format {0:?}")]
     UnknownFormat(String),
-    /// A field is missing or malformed.
+    /// A field is missing or malformed (in format 0, `field` is the header's name).
     #[error("field {field} is {problem}")]
     BadField {
         /// Which field.
@@ -109,6 +110,12 @@ pub enum WireError {
         /// `missing`, or what is wrong with it.
         problem: String,
     },
+    /// The message has neither format's header ([`EVENT_HEADER`], [`legacy::EVENT_ID`]).
+    #[error(
+        "neither header {EVENT_HEADER} nor {} is present: not a jetsource event",
+        legacy::EVENT_ID
+    )]
+    NotAnEvent,
 }
 
 impl fmt::Display for EventHeader {
@@ -257,6 +264,190 @@ pub fn command_of_message_id<'a>(
     Some(command)
 }
 
+/// Splits a whole event subject `<prefix>.<type>.<id>.<event name>` into its prefix and parts.
+/// The type, id and event name are one token each, so they are the last three tokens whatever
+/// dots the prefix holds; events a `Publisher` publishes on a topic split the same way
+/// (the topic in place of the type).
+///
+/// ```
+/// let (prefix, parts) = jetsource::wire::split_subject("orders.eu.order.o-1.placed").unwrap();
+/// assert_eq!(prefix, "orders.eu");
+/// assert_eq!((parts.aggregate_type, parts.aggregate_id, parts.event_name), ("order", "o-1", "placed"));
+/// assert!(jetsource::wire::split_subject("order.o-1.placed").is_none());
+/// ```
+pub fn split_subject(subject: &str) -> Option<(&str, SubjectParts<'_>)> {
+    let mut tokens = subject.rsplitn(4, '.');
+    let (event_name, aggregate_id, aggregate_type, prefix) = (
+        tokens.next()?,
+        tokens.next()?,
+        tokens.next()?,
+        tokens.next()?,
+    );
+    if [prefix, aggregate_type, aggregate_id, event_name]
+        .iter()
+        .any(|token| token.is_empty())
+    {
+        return None;
+    }
+    Some((
+        prefix,
+        SubjectParts {
+            aggregate_type,
+            aggregate_id,
+            event_name,
+        },
+    ))
+}
+
+/// The metadata of one event message, read from its subject and headers in either format: what
+/// the runtime's store reads, for tools that read messages themselves (the `jetsource` CLI's
+/// `tail` and `dead-letters`).
+///
+/// ```
+/// use jetsource::wire::{self, EventMetadata, EventHeader};
+/// use jetsource::Codec;
+/// let header = EventHeader {
+///     sequence: 3,
+///     id: uuid::Uuid::from_u128(0x0190a1b2_7c3d_7e4f_8a9b_0c1d2e3f4a5b),
+///     version: 1,
+///     codec: Codec::Json,
+///     timestamp: std::time::UNIX_EPOCH,
+/// };
+/// let (_, parts) = wire::split_subject("bank.account.acc-1.deposited").unwrap();
+/// let msg_id = wire::message_id("account", "acc-1", "cmd-7", 0);
+/// let headers = [
+///     (wire::EVENT_HEADER, header.to_string()),
+///     (wire::MSG_ID_HEADER, msg_id),
+///     ("Jetsource-H-tenant", "acme".to_owned()),
+/// ];
+/// let metadata = EventMetadata::decode(parts, headers.iter().map(|(n, v)| (*n, v.as_str()))).unwrap();
+/// assert_eq!((metadata.format, metadata.name.as_str(), metadata.sequence), (1, "deposited", 3));
+/// assert_eq!(metadata.correlation_id, "0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b");
+/// assert_eq!(metadata.command_id.as_deref(), Some("cmd-7"));
+/// assert_eq!(metadata.headers["tenant"], "acme");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventMetadata {
+    /// The format the message was written in: [`FORMAT`] (1), or 0 for [`legacy`] headers.
+    pub format: u32,
+    /// The event name: the subject's last token (format 1), the `Jetsource-Event-Name` header
+    /// (format 0).
+    pub name: String,
+    /// The event's number within its aggregate.
+    pub sequence: u64,
+    /// The event id.
+    pub id: Uuid,
+    /// The event's schema version.
+    pub version: u32,
+    /// The payload codec.
+    pub codec: Codec,
+    /// When the command produced the event.
+    pub timestamp: SystemTime,
+    /// The correlation id (in format 1 the event id, hyphenated, when the header is absent).
+    pub correlation_id: String,
+    /// The causation id.
+    pub causation_id: Option<String>,
+    /// The command id (format 1: from a `Nats-Msg-Id` written by [`message_id`] for this
+    /// aggregate; NATS strips that header from messages it copies, such as dead letters).
+    pub command_id: Option<String>,
+    /// The user headers, without their [`USER_HEADER_PREFIX`].
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl EventMetadata {
+    /// Decodes the metadata of the message on the subject `parts` (see [`split_subject`] and
+    /// [`parse_subject_tail`]) from its headers, given as `(name, value)` pairs. Names match
+    /// exactly, as NATS header names do; of a header given twice the first value counts.
+    /// [`WireError::NotAnEvent`] when neither format's header is present; for format 0, a
+    /// [`WireError::BadField`] names the header.
+    pub fn decode<'a, I>(parts: SubjectParts<'_>, headers: I) -> Result<Self, WireError>
+    where
+        I: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let headers: Vec<(&str, &str)> = headers.into_iter().collect();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, value)| *value)
+        };
+        let mut user = std::collections::BTreeMap::new();
+        for (name, value) in &headers {
+            if let Some(user_name) = name.strip_prefix(USER_HEADER_PREFIX) {
+                user.entry(user_name.to_owned())
+                    .or_insert_with(|| (*value).to_owned());
+            }
+        }
+        let causation_id = get(CAUSATION_HEADER).map(str::to_owned);
+        if let Some(value) = get(EVENT_HEADER) {
+            let header = EventHeader::parse(value)?;
+            let command_id = get(MSG_ID_HEADER)
+                .and_then(|msg_id| {
+                    command_of_message_id(parts.aggregate_type, parts.aggregate_id, msg_id)
+                })
+                .map(str::to_owned);
+            let correlation_id = get(CORRELATION_HEADER)
+                .map_or_else(|| header.id.hyphenated().to_string(), str::to_owned);
+            return Ok(EventMetadata {
+                format: FORMAT,
+                name: parts.event_name.to_owned(),
+                sequence: header.sequence,
+                id: header.id,
+                version: header.version,
+                codec: header.codec,
+                timestamp: header.timestamp,
+                correlation_id,
+                causation_id,
+                command_id,
+                headers: user,
+            });
+        }
+        if get(legacy::EVENT_ID).is_none() {
+            return Err(WireError::NotAnEvent);
+        }
+        let required = |field: &'static str| {
+            get(field).ok_or(WireError::BadField {
+                field,
+                problem: "missing".into(),
+            })
+        };
+        fn number<T: std::str::FromStr>(field: &'static str, value: &str) -> Result<T, WireError>
+        where
+            T::Err: fmt::Display,
+        {
+            value.parse::<T>().map_err(|e| WireError::BadField {
+                field,
+                problem: format!("{value:?}: {e}"),
+            })
+        }
+        let id = required(legacy::EVENT_ID)?;
+        let id = Uuid::try_parse(id).map_err(|e| WireError::BadField {
+            field: legacy::EVENT_ID,
+            problem: format!("{id:?}: {e}"),
+        })?;
+        let codec = required(legacy::CODEC)?;
+        let codec = Codec::parse(codec).ok_or_else(|| WireError::BadField {
+            field: legacy::CODEC,
+            problem: format!("{codec:?}"),
+        })?;
+        let nanos: u64 = number(legacy::TIMESTAMP, required(legacy::TIMESTAMP)?)?;
+        Ok(EventMetadata {
+            format: 0,
+            name: required(legacy::EVENT_NAME)?.to_owned(),
+            sequence: number(legacy::SEQUENCE, required(legacy::SEQUENCE)?)?,
+            id,
+            version: number(legacy::EVENT_VERSION, required(legacy::EVENT_VERSION)?)?,
+            codec,
+            timestamp: UNIX_EPOCH + Duration::from_nanos(nanos),
+            correlation_id: required(legacy::CORRELATION)?.to_owned(),
+            causation_id,
+            command_id: get(legacy::COMMAND).map(str::to_owned),
+            headers: user,
+        })
+    }
+}
+
 /// Format 0: the header names written before format 1. Still read, never written.
 pub mod legacy {
     /// The event id (hyphenated UUID).
@@ -293,6 +484,95 @@ mod tests {
         assert_eq!(missing.to_string(), "field event id is missing");
         let bad = EventHeader::parse("1 5 0190a1b27c3d7e4f8a9b0c1d2e3f4a5b 1 xml 1").unwrap_err();
         assert_eq!(bad.to_string(), "field codec is \"xml\"");
+    }
+
+    fn parts(tail: &str) -> SubjectParts<'_> {
+        parse_subject_tail(tail).unwrap()
+    }
+
+    #[test]
+    fn metadata_of_format_1_takes_defaults_from_the_event_id_and_subject() {
+        let id = "0190a1b27c3d7e4f8a9b0c1d2e3f4a5b";
+        let value = format!("1 4 {id} 2 protobuf 1764000000000000001");
+        let metadata = EventMetadata::decode(
+            parts("account.a1.deposited"),
+            [
+                (EVENT_HEADER, value.as_str()),
+                (CAUSATION_HEADER, "cause"),
+                (MSG_ID_HEADER, "account.a2:cmd:0"),
+                ("Jetsource-H-tenant", "acme"),
+                ("Jetsource-H-tenant", "second"),
+                (TRACEPARENT_HEADER, "00-ab-cd-01"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(metadata.format, 1);
+        assert_eq!(metadata.name, "deposited");
+        assert_eq!((metadata.sequence, metadata.version), (4, 2));
+        assert_eq!(metadata.codec, Codec::Protobuf);
+        assert_eq!(metadata.id, Uuid::try_parse(id).unwrap());
+        assert_eq!(
+            metadata.correlation_id,
+            metadata.id.hyphenated().to_string()
+        );
+        assert_eq!(metadata.causation_id.as_deref(), Some("cause"));
+        // The message id of another aggregate is no command id of this one.
+        assert_eq!(metadata.command_id, None);
+        assert_eq!(
+            metadata.headers,
+            std::collections::BTreeMap::from([("tenant".to_owned(), "acme".to_owned())])
+        );
+        let bad = EventMetadata::decode(parts("a.b.c"), [(EVENT_HEADER, "1 x")]).unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "field sequence is \"x\": invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn metadata_of_format_0_comes_from_the_legacy_headers() {
+        let id = "0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b";
+        let mut headers = vec![
+            (legacy::EVENT_ID, id),
+            (legacy::EVENT_NAME, "deposited"),
+            (legacy::EVENT_VERSION, "3"),
+            (legacy::CODEC, "json"),
+            (legacy::SEQUENCE, "2"),
+            (legacy::CORRELATION, "req-1"),
+            (legacy::COMMAND, "cmd-1"),
+            (legacy::TIMESTAMP, "1764000000000000000"),
+        ];
+        let metadata =
+            EventMetadata::decode(parts("account.a1.deposited"), headers.clone()).unwrap();
+        assert_eq!(metadata.format, 0);
+        assert_eq!((metadata.sequence, metadata.version), (2, 3));
+        assert_eq!(metadata.correlation_id, "req-1");
+        assert_eq!(metadata.command_id.as_deref(), Some("cmd-1"));
+        assert_eq!(
+            metadata.timestamp,
+            UNIX_EPOCH + Duration::from_nanos(1_764_000_000_000_000_000)
+        );
+        headers.retain(|(name, _)| *name != legacy::SEQUENCE);
+        let missing = EventMetadata::decode(parts("account.a1.deposited"), headers).unwrap_err();
+        assert_eq!(missing.to_string(), "field Jetsource-Sequence is missing");
+        let neither = EventMetadata::decode(parts("a.b.c"), [("Nats-Msg-Id", "x")]).unwrap_err();
+        assert_eq!(
+            neither.to_string(),
+            "neither header Jetsource nor Jetsource-Event-Id is present: not a jetsource event"
+        );
+    }
+
+    #[test]
+    fn whole_subjects_split_at_their_last_three_tokens() {
+        let (prefix, p) = split_subject("a.b.c.type.id.name").unwrap();
+        assert_eq!(prefix, "a.b.c");
+        assert_eq!(
+            (p.aggregate_type, p.aggregate_id, p.event_name),
+            ("type", "id", "name")
+        );
+        for subject in ["type.id.name", ".type.id.name", "p..id.name", "p.type.id."] {
+            assert!(split_subject(subject).is_none(), "{subject}");
+        }
     }
 
     #[test]
