@@ -27,7 +27,14 @@
 //! # Correlation and causation
 //! While a subscriber's handler runs, the event it handles is the current cause: a command
 //! executed by the handler (through [`Repository`](crate::Repository)) or an event published by
-//! it ([`Publisher`](crate::Publisher)) without an explicit correlation id takes the handled
+#![cfg_attr(
+    feature = "jetstream",
+    doc = "it ([`Publisher`](crate::Publisher)) without an explicit correlation id takes the handled"
+)]
+#![cfg_attr(
+    not(feature = "jetstream"),
+    doc = "it (`Publisher`, feature `jetstream`) without an explicit correlation id takes the handled"
+)]
 //! event's correlation id, and without an explicit causation id takes the handled event's id.
 //! This follows the handler's task; work it spawns onto other tasks passes the ids explicitly.
 //!

@@ -1,7 +1,14 @@
 //! Subscribers: reliable consumption of stored events on a durable JetStream pull consumer.
 //!
-//! Implement [`Subscriber`] for a type, choose a [`SubscriberConfig`], and [`start`] it on a
-//! [`JetStreamStore`](crate::JetStreamStore). The runtime:
+//! Implement [`Subscriber`] for a type, choose a [`SubscriberConfig`], and
+#![cfg_attr(
+    feature = "jetstream",
+    doc = "[`start`] it on a [`JetStreamStore`](crate::JetStreamStore). The runtime:"
+)]
+#![cfg_attr(
+    not(feature = "jetstream"),
+    doc = "`start` it on a `JetStreamStore` (feature `jetstream`). The runtime:"
+)]
 //!
 //! - filters on the server: the consumer's filter subjects are `<prefix>.*.*.<name>` for each name
 //!   in the handled [`EventSet::known_names`](crate::EventSet::known_names) (the current names
@@ -16,7 +23,14 @@
 //!   them overtake the failed one); after [`SubscriberConfig::max_deliver`] attempts, or at once on
 //!   a [`HandlerError::Permanent`], an undecodable payload, an unknown event name or a future
 //!   version, it publishes the message to the dead-letter stream with the reason and `term`s it.
-//!   [`DeadLetters::redrive`] hands dead letters back to the running subscriber;
+#![cfg_attr(
+    feature = "jetstream",
+    doc = "  [`DeadLetters::redrive`] hands dead letters back to the running subscriber;"
+)]
+#![cfg_attr(
+    not(feature = "jetstream"),
+    doc = "  `DeadLetters::redrive` hands dead letters back to the running subscriber;"
+)]
 //! - remembers completed event ids in a completion log with a TTL ([`Idempotency`]) before it
 //!   acks, and checks it for every redelivered message, so a handler never sees an event it
 //!   completed, also after a crash between the handler and the ack;
