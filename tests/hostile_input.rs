@@ -15,8 +15,9 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use jetsource::testing::nats_server::{NatsServer, ServerOptions};
 use jetsource::{
-    AggregateId, AggregateKey, Codec, DecodeError, Event, EventSet, EventStore, ExpectedVersion,
-    InvalidId, JetStreamError, JetStreamStore, RawEvent, Snapshot, StoreError, MAX_ID_BYTES,
+    AggregateId, AggregateKey, Codec, DecodeError, ErrorChain, Event, EventSet, EventStore,
+    ExpectedVersion, InvalidId, JetStreamError, JetStreamStore, RawEvent, Snapshot, StoreError,
+    MAX_ID_BYTES,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -669,7 +670,10 @@ async fn payloads_over_the_servers_max_payload_are_refused_and_nothing_is_stored
         .await
         .unwrap_err();
     assert!(is_max_payload_error(&error), "{error:?}");
-    assert!(error.to_string().contains("max payload"), "{error}");
+    assert!(
+        ErrorChain(&error).to_string().contains("max payload"),
+        "{error:?}"
+    );
 
     // A batch whose middle event is too big: the batch never commits, nothing is stored.
     let batch = vec![

@@ -248,3 +248,194 @@ fn every_subscriber_setting_works_where_prelude_names_are_shadowed() {
             .member_ttl(Duration::from_millis(800))
     );
 }
+
+/// Errors a reader can trust: each message names what went wrong and leaves the cause to
+/// `source()`, so printing the chain (`a: b: c`) never shows a cause twice.
+mod errors {
+    use std::collections::BTreeMap;
+    use std::error::Error;
+
+    use jetsource::projection::ProjectionError;
+    use jetsource::subscriber::{HandlerError, SubscriberConfig, SubscriberError};
+    use jetsource::{
+        AggregateId, AggregateKey, Codec, DecodeError, EncodeError, ErrorChain, Event, EventSet,
+        EventStore, ExpectedVersion, InMemoryStore, InvalidInput, InvalidToken,
+        JetStreamConnectOptions, JetStreamError, RawEvent, StoreError, StreamConfig,
+    };
+
+    /// Walks `error`'s sources: no message may contain the message of its source, and the
+    /// chain must be `links` long. Returns the chain as printed.
+    fn assert_trustworthy(error: &(dyn Error + 'static), links: usize) -> String {
+        let mut seen = 1;
+        let mut current = error;
+        while let Some(source) = current.source() {
+            let (message, cause) = (current.to_string(), source.to_string());
+            assert!(
+                !message.contains(&cause),
+                "{message:?} repeats its source {cause:?} ({error:?})"
+            );
+            seen += 1;
+            current = source;
+        }
+        assert_eq!(seen, links, "{error:?}");
+        ErrorChain(error).to_string()
+    }
+
+    fn io(message: &str) -> std::io::Error {
+        std::io::Error::other(message.to_owned())
+    }
+
+    #[derive(Event, serde::Serialize, serde::Deserialize, Debug)]
+    #[event(name = "tagged", version = 1)]
+    struct Tagged {
+        by_pair: BTreeMap<(u8, u8), u8>,
+    }
+
+    #[derive(EventSet, Debug)]
+    enum Tags {
+        Tagged(Tagged),
+    }
+
+    #[test]
+    fn no_error_repeats_its_source() {
+        let backend = StoreError::Backend(Box::new(JetStreamError::Request {
+            operation: "read the info of stream ORDERS".into(),
+            source: Box::new(io("connection reset")),
+        }));
+        assert_eq!(
+            assert_trustworthy(&backend, 3),
+            "event store backend failed: cannot read the info of stream ORDERS: connection reset"
+        );
+        let corrupt = StoreError::Corrupt {
+            position: 7,
+            reason: "header Jetsource-Seq cannot be read".into(),
+            source: Some(Box::new(io("invalid digit found in string"))),
+        };
+        assert_trustworthy(&corrupt, 2);
+        for error in [
+            JetStreamError::Auth(Box::new(io("authorization violation"))),
+            JetStreamError::Connect(Box::new(io("connection refused"))),
+        ] {
+            assert_trustworthy(&error, 2);
+        }
+
+        let encoded = Tags::from(Tagged {
+            by_pair: BTreeMap::from([((1, 2), 3)]),
+        })
+        .encode();
+        let encode: EncodeError = encoded.expect_err("a map with tuple keys is no JSON");
+        assert_trustworthy(&encode, 2);
+        let malformed: DecodeError = Tags::decode(RawEvent {
+            name: "tagged",
+            version: 1,
+            codec: Codec::Json,
+            payload: b"{",
+        })
+        .expect_err("no JSON");
+        assert_trustworthy(&malformed, 2);
+
+        let handler = HandlerError::permanent(io("disk full"));
+        assert_eq!(
+            assert_trustworthy(&handler, 2),
+            "permanent failure: disk full"
+        );
+        let subscriber = SubscriberError::JetStream {
+            what: "creating consumer billing".into(),
+            source: Box::new(io("no responders")),
+        };
+        assert_eq!(
+            assert_trustworthy(&subscriber, 2),
+            "creating consumer billing failed: no responders"
+        );
+        let database = ProjectionError::from(jetsource::projection::sqlx::Error::PoolTimedOut);
+        assert_trustworthy(&database, 2);
+    }
+
+    #[tokio::test]
+    async fn real_failures_keep_their_causes() {
+        // Caught before anything is sent: no server is needed.
+        let url = JetStreamConnectOptions::new(["nats://ops:s3cret@host:port:x"])
+            .connect()
+            .await
+            .expect_err("no URL");
+        assert!(
+            matches!(&url, JetStreamError::InvalidConnectOption { option, .. }
+                if option == "server URL \"nats://***@host:port:x\""),
+            "{url:?}"
+        );
+        assert!(!assert_trustworthy(&url, 2).contains("s3cret"));
+
+        let creds = JetStreamConnectOptions::new(["nats://127.0.0.1:4222"])
+            .creds_file("/nonexistent/app.creds")
+            .connect()
+            .await
+            .expect_err("no file");
+        assert!(
+            assert_trustworthy(&creds, 2)
+                .starts_with("cannot use creds file /nonexistent/app.creds: "),
+            "{creds:?}"
+        );
+
+        let key = AggregateKey::new("book.>", AggregateId::new("b1").unwrap());
+        let refused = InMemoryStore::new()
+            .append(&key, ExpectedVersion::Any, None, Vec::new())
+            .await
+            .expect_err("a wildcard type");
+        assert!(
+            matches!(
+                &refused,
+                StoreError::InvalidInput(InvalidInput::AggregateType {
+                    source: InvalidToken::ForbiddenChar { found: '.' },
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            assert_trustworthy(&refused, 2),
+            "aggregate type \"book.>\" cannot be a subject token: it contains '.', which cannot \
+             appear in one NATS subject token"
+        );
+    }
+
+    #[test]
+    fn messages_name_what_is_wrong() {
+        // A subject prefix is no aggregate id.
+        let prefix = StreamConfig::new("ORDERS", "orders.eu west")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            prefix,
+            "invalid JetStream store configuration: subject prefix \"orders.eu west\" has the \
+             token \"eu west\", but it contains ' ', which cannot appear in one NATS subject token"
+        );
+        let empty = StreamConfig::new("ORDERS", "orders..eu")
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(empty.contains("has an empty token"), "{empty}");
+
+        // Durations as people write them.
+        let window = StreamConfig::new("ORDERS", "orders")
+            .max_age(std::time::Duration::from_secs(90))
+            .duplicate_window(std::time::Duration::from_secs(120))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            window.ends_with("duplicate_window (2m) cannot exceed max_age (1m 30s)"),
+            "{window}"
+        );
+        let ttl = SubscriberConfig::new("billing")
+            .partitions(2)
+            .member_ttl(std::time::Duration::from_millis(150))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            ttl.ends_with("member_ttl is 150ms; it must be at least 500ms"),
+            "{ttl}"
+        );
+    }
+}

@@ -511,6 +511,12 @@ async fn stream_config_is_validated_and_conflicts_are_typed() {
         ),
         "{err:?}"
     );
+    // Durations as people write them, and a zero age as what it means.
+    assert!(
+        err.to_string()
+            .contains("max_age = 0s (no limit), but the configuration asks for 1h"),
+        "{err}"
+    );
     // Allowed explicitly, the update goes through and the new config then matches.
     support::store_with(&server, changed.clone().update_existing(true)).await;
     support::store_with(&server, changed).await;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use jetsource::testing::nats_server::{Auth, NatsServer, Permissions, ServerOptions, Tls, User};
 use jetsource::{
-    EventStore, ExpectedVersion, JetStreamConnectOptions, JetStreamError, JetStreamStore,
-    StoreError,
+    ErrorChain, EventStore, ExpectedVersion, JetStreamConnectOptions, JetStreamError,
+    JetStreamStore, StoreError,
 };
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -95,7 +95,7 @@ async fn connect(options: JetStreamConnectOptions) -> Result<JetStreamStore, Jet
 async fn assert_append_and_load(options: JetStreamConnectOptions, id: &str) {
     let store = connect(options)
         .await
-        .unwrap_or_else(|e| panic!("right credentials refused: {e}"));
+        .unwrap_or_else(|e| panic!("right credentials refused: {}", ErrorChain(&e)));
     let k = key("account", id);
     let outcome = store
         .append(
@@ -124,9 +124,10 @@ async fn refused(
         Err(error) => error,
     };
     // Shown with `--nocapture`: what a user would read for each refusal.
-    println!("{label}: {error}");
+    println!("{label}: {}", ErrorChain(&error));
     let texts = vec![
         (format!("{label}: Display"), error.to_string()),
+        (format!("{label}: chain"), ErrorChain(&error).to_string()),
         (format!("{label}: Debug"), format!("{error:?}")),
         (format!("{label}: options Debug"), options_debug),
     ];
@@ -204,11 +205,12 @@ async fn nkey() {
         refused(options().nkey_seed(other_seed.clone()), "other user's seed").await;
     assert!(matches!(error, JetStreamError::Auth(_)), "{error:?}");
     texts.extend(shown);
-    // A seed that is no seed at all cannot sign the server's nonce: a configuration error.
+    // A seed that is no seed at all cannot sign the server's nonce: an unusable option.
     let garbage = format!("{}garbage", &seed[..20]);
     let (error, shown) = refused(options().nkey_seed(garbage.clone()), "garbage seed").await;
     assert!(
-        matches!(error, JetStreamError::InvalidConfig(_)),
+        matches!(&error, JetStreamError::InvalidConnectOption { option, .. }
+            if option.contains("nkey seed")),
         "{error:?}"
     );
     texts.extend(shown);
@@ -281,11 +283,11 @@ fn key_material(pem: &str) -> String {
 
 fn tls_server(pki: &Pki, verify_clients: bool) -> NatsServer {
     let (cert_file, key_file, _) = pki.issue("server", ExtendedKeyUsagePurpose::ServerAuth);
-    NatsServer::start_with_options(ServerOptions::new().tls(Tls {
-        cert_file,
-        key_file,
-        client_ca_file: verify_clients.then(|| pki.ca_file()),
-    }))
+    let mut tls = Tls::new(cert_file, key_file);
+    if verify_clients {
+        tls = tls.client_ca(pki.ca_file());
+    }
+    NatsServer::start_with_options(ServerOptions::new().tls(tls))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +307,8 @@ async fn tls_with_a_test_ca() {
         // The client refusing the server is a connection failure, not a refused credential.
         let (error, _) = refused(attempt, label).await;
         assert!(
-            matches!(&error, JetStreamError::Connect(m) if m.contains("certificate")),
+            matches!(&error, JetStreamError::Connect(_)
+                if ErrorChain(&error).to_string().contains("certificate")),
             "{label}: {error:?}"
         );
     }
@@ -419,7 +422,9 @@ async fn a_read_only_user_reads_and_cannot_append() {
         "{error:?}"
     );
     assert!(
-        error.to_string().contains("permissions violation"),
+        ErrorChain(&error)
+            .to_string()
+            .contains("permissions violation"),
         "{error}"
     );
     // At once, not at the request timeout (2 s here): the refusal ends the wait.

@@ -42,6 +42,52 @@ pub enum InvalidId {
     },
 }
 
+/// Why a string cannot stand as one NATS subject token: what an aggregate type, an event name,
+/// a publisher topic or a token of a subject prefix must be. The value itself is named by the
+/// error that carries this one as its [`source`](std::error::Error::source).
+///
+/// ```
+/// use jetsource::{InvalidInput, InvalidToken};
+/// # use jetsource::{AggregateId, AggregateKey, EventStore, ExpectedVersion, InMemoryStore};
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let key = AggregateKey::new("book.>", AggregateId::new("b1").unwrap());
+/// # let error = InMemoryStore::new().load(&key, 1).await.unwrap_err();
+/// # let jetsource::StoreError::InvalidInput(error) = error else { panic!() };
+/// // `error` is the refusal of a load of aggregate type "book.>".
+/// assert!(matches!(
+///     &error,
+///     InvalidInput::AggregateType { source: InvalidToken::ForbiddenChar { found: '.' }, .. }
+/// ));
+/// assert_eq!(error.to_string(), "aggregate type \"book.>\" cannot be a subject token");
+/// # });
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidToken {
+    /// The value is empty.
+    #[error("it is empty")]
+    Empty,
+    /// The value is longer than [`MAX_ID_BYTES`].
+    #[error("it is {len} bytes long; the limit is {MAX_ID_BYTES}")]
+    TooLong {
+        /// The value's length in bytes.
+        len: usize,
+    },
+    /// The value contains a character that would split or widen a NATS subject (`.`, `*`, `>`,
+    /// whitespace, a control character).
+    #[error("it contains {found:?}, which cannot appear in one NATS subject token")]
+    ForbiddenChar {
+        /// The first forbidden character.
+        found: char,
+    },
+    /// The value contains a character outside printable ASCII.
+    #[error("it contains {found:?}, which is not printable ASCII")]
+    NotAscii {
+        /// The first character outside printable ASCII.
+        found: char,
+    },
+}
+
 /// A validated aggregate id: one NATS subject token of printable ASCII (no `.`, `*`, `>`,
 /// spaces or control characters, nothing that only looks like ASCII), at most 255 bytes.
 ///
@@ -59,8 +105,19 @@ impl AggregateId {
     /// Validates `id`.
     pub fn new(id: impl Into<String>) -> Result<Self, InvalidId> {
         let id = id.into();
-        validate_token(&id)?;
-        Ok(AggregateId(id))
+        match validate_token(&id) {
+            Ok(()) => Ok(AggregateId(id)),
+            Err(InvalidToken::Empty) => Err(InvalidId::Empty),
+            Err(InvalidToken::TooLong { len }) => Err(InvalidId::TooLong { len }),
+            Err(InvalidToken::ForbiddenChar { found }) => Err(InvalidId::ForbiddenChar {
+                id: id.chars().take(64).collect(),
+                found,
+            }),
+            Err(InvalidToken::NotAscii { found }) => Err(InvalidId::NotAscii {
+                id: id.chars().take(64).collect(),
+                found,
+            }),
+        }
     }
 
     /// The id as a string.
@@ -96,12 +153,12 @@ impl TryFrom<String> for AggregateId {
 }
 
 /// Checks that `token` can stand as exactly one NATS subject token.
-pub(crate) fn validate_token(token: &str) -> Result<(), InvalidId> {
+pub(crate) fn validate_token(token: &str) -> Result<(), InvalidToken> {
     if token.is_empty() {
-        return Err(InvalidId::Empty);
+        return Err(InvalidToken::Empty);
     }
     if token.len() > MAX_ID_BYTES {
-        return Err(InvalidId::TooLong { len: token.len() });
+        return Err(InvalidToken::TooLong { len: token.len() });
     }
     // `.` separates tokens, `*` and `>` are wildcards, and whitespace or control characters end
     // a subject on the wire; any of them would let an id address other aggregates.
@@ -109,16 +166,10 @@ pub(crate) fn validate_token(token: &str) -> Result<(), InvalidId> {
         .chars()
         .find(|c| matches!(c, '.' | '*' | '>') || c.is_whitespace() || c.is_control())
     {
-        return Err(InvalidId::ForbiddenChar {
-            id: token.chars().take(64).collect(),
-            found,
-        });
+        return Err(InvalidToken::ForbiddenChar { found });
     }
     if let Some(found) = token.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(InvalidId::NotAscii {
-            id: token.chars().take(64).collect(),
-            found,
-        });
+        return Err(InvalidToken::NotAscii { found });
     }
     Ok(())
 }

@@ -53,10 +53,10 @@ pub mod wire;
 pub mod __private;
 
 pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
-pub use error::{DecodeError, EncodeError};
+pub use error::{DecodeError, EncodeError, ErrorChain};
 pub use event::{Codec, EncodedEvent, Event, RawEvent};
 pub use event_set::EventSet;
-pub use id::{AggregateId, InvalidId, MAX_ID_BYTES};
+pub use id::{AggregateId, InvalidId, InvalidToken, MAX_ID_BYTES};
 pub use repository::{
     Committed, ExecuteError, Loaded, Repository, RepositoryError, DEFAULT_CONFLICT_RETRIES,
 };

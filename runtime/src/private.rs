@@ -107,12 +107,15 @@ fn expect_codec(raw: RawEvent<'_>, expected: Codec) -> Result<(), DecodeError> {
     }
 }
 
-fn malformed(raw: RawEvent<'_>, reason: impl std::fmt::Display) -> DecodeError {
+fn malformed(
+    raw: RawEvent<'_>,
+    error: impl std::error::Error + Send + Sync + 'static,
+) -> DecodeError {
     DecodeError::Malformed {
         name: raw.name.to_owned(),
         version: raw.version,
         codec: raw.codec,
-        reason: reason.to_string(),
+        source: Box::new(error),
     }
 }
 
@@ -257,9 +260,9 @@ pub fn decode_snapshot<T: SnapshotState>(
     aggregate_type: &'static str,
     bytes: &[u8],
 ) -> Result<T, DecodeError> {
-    serde_json::from_slice(bytes).map_err(|e| DecodeError::Snapshot {
+    serde_json::from_slice(bytes).map_err(|source| DecodeError::Snapshot {
         aggregate_type,
-        reason: e.to_string(),
+        source,
     })
 }
 

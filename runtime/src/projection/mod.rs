@@ -140,8 +140,8 @@ pub enum ProjectionError {
     /// A name is not a plain SQL identifier.
     #[error("invalid projection configuration: {0}")]
     InvalidConfig(String),
-    /// PostgreSQL failed.
-    #[error("PostgreSQL failed: {0}")]
+    /// PostgreSQL failed; sqlx's error is the [`source`](std::error::Error::source).
+    #[error("PostgreSQL failed")]
     Database(#[from] sqlx::Error),
     /// The subscriber could not start, or the consumer could not be removed.
     #[error(transparent)]

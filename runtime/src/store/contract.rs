@@ -8,7 +8,7 @@ use std::time::UNIX_EPOCH;
 use tracing::Instrument;
 
 use super::{AggregateKey, AppendOutcome, NewEvent, Snapshot, StoreError};
-use crate::id::{validate_token, InvalidId};
+use crate::id::{validate_token, InvalidToken};
 
 /// Why an append or load was refused before anything was stored or read.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +22,7 @@ pub enum InvalidInput {
         name: String,
         /// What is wrong with it.
         #[source]
-        source: InvalidId,
+        source: InvalidToken,
     },
     /// The aggregate id cannot be one NATS subject token.
     #[error("aggregate id {id:?} cannot be a subject token")]
@@ -31,7 +31,7 @@ pub enum InvalidInput {
         id: String,
         /// What is wrong with it.
         #[source]
-        source: InvalidId,
+        source: InvalidToken,
     },
     /// The event name cannot be one NATS subject token.
     #[error("event name {name:?} cannot be a subject token")]
@@ -40,7 +40,7 @@ pub enum InvalidInput {
         name: String,
         /// What is wrong with it.
         #[source]
-        source: InvalidId,
+        source: InvalidToken,
     },
     /// A value that travels in a header contains CR, LF or another control character.
     #[error("{what} {value:?} contains a control character")]

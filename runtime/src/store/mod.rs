@@ -64,6 +64,7 @@ impl fmt::Display for AggregateKey {
 /// assert_eq!(meta.headers["tenant"], "acme");
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CommandMetadata {
     /// Makes the append idempotent: a retried command with the same id appends nothing twice.
     pub command_id: Option<String>,
@@ -240,16 +241,20 @@ pub enum StoreError {
     /// The key, an event or the metadata cannot be stored; nothing was sent to the backend.
     #[error(transparent)]
     InvalidInput(#[from] InvalidInput),
-    /// A stored event lacks metadata the store needs.
+    /// A stored event lacks metadata the store needs, or has metadata it cannot read.
     #[error("stored event at position {position} is corrupt: {reason}")]
     Corrupt {
         /// Where it is stored.
         position: u64,
-        /// What is wrong.
+        /// What is wrong (which header or field).
         reason: String,
+        /// Why the value could not be read, when a parser said so.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    /// The backend failed (connection, timeout, permission, ...).
-    #[error("event store backend failed: {0}")]
+    /// The backend failed (connection, timeout, permission, ...); the backend's error is the
+    /// [`source`](std::error::Error::source) (a `JetStreamError` for the JetStream store).
+    #[error("event store backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 

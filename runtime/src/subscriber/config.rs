@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::error::SubscriberError;
+use crate::error::HumanDuration;
 
 const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(10);
 
@@ -14,6 +15,7 @@ const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(10);
 /// assert_ne!(from, DeliverFrom::All);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum DeliverFrom {
     /// From the first event of the stream (the default).
     #[default]
@@ -37,6 +39,7 @@ pub enum DeliverFrom {
 /// assert_eq!(AckMode::default(), AckMode::Fast);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum AckMode {
     /// Fire-and-forget `ack()`; a lost ack means a redelivery the idempotency check absorbs.
     #[default]
@@ -54,6 +57,7 @@ pub enum AckMode {
 /// assert_ne!(idem, Idempotency::Off);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Idempotency {
     /// After the handler succeeds and before the ack, the event id is stored in the stream
     /// `<stream>_<durable>_DONE` (subject `jetsource_done.<stream>.<durable>`, payload the
@@ -97,6 +101,7 @@ pub enum Idempotency {
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubscriberConfig {
     /// The durable consumer name (`A-Z a-z 0-9 _ -`): the subscriber's identity on the server.
     pub durable_name: String,
@@ -261,7 +266,10 @@ impl SubscriberConfig {
             ));
         }
         if self.ack_wait < Duration::from_millis(100) {
-            return invalid("ack_wait must be at least 100 ms".into());
+            return invalid(format!(
+                "ack_wait is {}; it must be at least 100ms",
+                HumanDuration(self.ack_wait)
+            ));
         }
         if self.max_deliver == 0 {
             return invalid("max_deliver must be at least 1".into());
@@ -277,10 +285,15 @@ impl SubscriberConfig {
         }
         if let Some(partitions) = self.partitions {
             if !(1..=1024).contains(&partitions) {
-                return invalid("partitions must be between 1 and 1024".into());
+                return invalid(format!(
+                    "partitions must be between 1 and 1024, not {partitions}"
+                ));
             }
             if self.member_ttl < Duration::from_millis(500) {
-                return invalid("member_ttl must be at least 500 ms".into());
+                return invalid(format!(
+                    "member_ttl is {}; it must be at least 500ms",
+                    HumanDuration(self.member_ttl)
+                ));
             }
             if let DeliverFrom::Position(_) = self.deliver_from {
                 // Partition consumers count positions in the partition stream.
@@ -292,7 +305,10 @@ impl SubscriberConfig {
         }
         if let Idempotency::Markers { ttl } = self.idempotency {
             if ttl < Duration::from_secs(1) {
-                return invalid("the idempotency TTL must be at least 1 s".into());
+                return invalid(format!(
+                    "the idempotency TTL is {}; it must be at least 1s",
+                    HumanDuration(ttl)
+                ));
             }
         }
         Ok(())
@@ -321,5 +337,27 @@ mod tests {
         assert_eq!(config.delay(0), Duration::from_millis(10));
         assert_eq!(config.delay(1), Duration::from_millis(20));
         assert_eq!(config.delay(7), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn invalid_durations_are_named_with_their_values() {
+        let err = SubscriberConfig::new("x")
+            .ack_wait(Duration::ZERO)
+            .validate()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid subscriber configuration: ack_wait is 0s; it must be at least 100ms"
+        );
+        let err = SubscriberConfig::new("x")
+            .partitions(2)
+            .member_ttl(Duration::from_millis(250))
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("member_ttl is 250ms; it must be at least 500ms"),
+            "{err}"
+        );
     }
 }

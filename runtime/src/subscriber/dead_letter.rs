@@ -16,6 +16,7 @@ use crate::store::StoredEvent;
 /// assert_eq!(DeadLetterReason::MaxDeliver.as_str(), "max_deliver");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DeadLetterReason {
     /// The handler returned [`HandlerError::Permanent`](super::HandlerError::Permanent).
     Permanent,

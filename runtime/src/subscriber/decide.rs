@@ -13,7 +13,7 @@ use futures::FutureExt;
 use super::config::SubscriberConfig;
 use super::dead_letter::DeadLetterReason;
 use super::handler::{EventContext, HandlerError};
-use crate::error::DecodeError;
+use crate::error::{DecodeError, ErrorChain};
 use crate::store::StoredEvent;
 
 /// The span of one handler attempt (see [`crate::observability`]), continuing the trace the
@@ -87,7 +87,8 @@ pub(crate) async fn catch_panic(
 pub(crate) enum AfterFailure {
     /// Try the same event again after `delay`, holding its aggregate's later events back.
     RetryAfter(Duration),
-    /// Give up: dead-letter the event with this reason and error text.
+    /// Give up: dead-letter the event with this reason and error text (the handler's error with
+    /// its causes).
     DeadLetter {
         reason: DeadLetterReason,
         error: String,
@@ -105,12 +106,12 @@ pub(crate) fn after_failure(
     match error {
         HandlerError::Permanent(e) => AfterFailure::DeadLetter {
             reason: DeadLetterReason::Permanent,
-            error: e.to_string(),
+            error: ErrorChain(&**e).to_string(),
         },
         HandlerError::Retryable(e) if attempt >= u64::from(config.max_deliver) => {
             AfterFailure::DeadLetter {
                 reason: DeadLetterReason::MaxDeliver,
-                error: format!("{e} (after {attempt} attempts)"),
+                error: format!("{} (after {attempt} attempts)", ErrorChain(&**e)),
             }
         }
         HandlerError::Retryable(_) => AfterFailure::RetryAfter(config.delay(retries_so_far)),
@@ -135,6 +136,29 @@ mod tests {
             AfterFailure::DeadLetter {
                 reason: DeadLetterReason::Permanent,
                 error: "bad data".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_records_the_whole_chain_of_causes() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot save the invoice")]
+        struct Save(#[source] std::io::Error);
+        let failed = HandlerError::permanent(Save(std::io::Error::other("disk full")));
+        assert_eq!(
+            after_failure(&config(), &failed, 1, 0),
+            AfterFailure::DeadLetter {
+                reason: DeadLetterReason::Permanent,
+                error: "cannot save the invoice: disk full".into()
+            }
+        );
+        let failed = HandlerError::retryable(Save(std::io::Error::other("disk full")));
+        assert_eq!(
+            after_failure(&config(), &failed, 3, 2),
+            AfterFailure::DeadLetter {
+                reason: DeadLetterReason::MaxDeliver,
+                error: "cannot save the invoice: disk full (after 3 attempts)".into()
             }
         );
     }
@@ -166,7 +190,7 @@ mod tests {
             .unwrap_err();
         assert!(!failed.is_retryable());
         assert_eq!(
-            failed.to_string(),
+            ErrorChain(&failed).to_string(),
             "permanent failure: handler panicked: bug on 99"
         );
         assert!(catch_panic(async { Ok(()) }).await.is_ok());

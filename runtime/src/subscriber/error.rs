@@ -13,25 +13,35 @@ pub enum SubscriberError {
     /// The configuration is invalid (caught before anything is sent).
     #[error("invalid subscriber configuration: {0}")]
     InvalidConfig(String),
-    /// Creating or reading the consumer, the dead-letter stream or the completion log failed.
-    #[error("JetStream {what} failed: {reason}")]
+    /// Creating or reading the consumer, the dead-letter stream or the completion log failed;
+    /// what the client or the server said is the [`source`](std::error::Error::source).
+    #[error("{what} failed")]
     JetStream {
-        /// What was being done.
+        /// What was being done: `creating consumer billing`, `reading dead letters`.
         what: String,
         /// What the client or server said.
-        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The subscriber's task panicked or was aborted.
-    #[error("subscriber task ended abnormally: {0}")]
-    Task(String),
+    /// The subscriber's task panicked or was aborted; the task's error is the source.
+    #[error("subscriber task ended abnormally")]
+    Task(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-#[cfg(feature = "jetstream")]
 impl SubscriberError {
-    pub(crate) fn js(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+    #[cfg(feature = "jetstream")]
+    pub(crate) fn js(
+        what: impl Into<String>,
+        error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         SubscriberError::JetStream {
             what: what.into(),
-            reason: reason.to_string(),
+            source: error.into(),
         }
+    }
+
+    /// The subscriber's task ended with `error` instead of returning.
+    pub(crate) fn task(error: tokio::task::JoinError) -> Self {
+        SubscriberError::Task(Box::new(error))
     }
 }

@@ -108,7 +108,7 @@ impl SubscriberHandle {
         match self.task.await {
             Ok(Ok(())) => Ok(self.counters.snapshot()),
             Ok(Err(e)) => Err(e),
-            Err(e) => Err(SubscriberError::Task(e.to_string())),
+            Err(e) => Err(SubscriberError::task(e)),
         }
     }
 

@@ -143,16 +143,18 @@ pub struct EventContext {
 /// let e = HandlerError::retryable("database is down");
 /// assert!(e.is_retryable());
 /// let e = HandlerError::permanent(std::io::Error::other("bad data"));
-/// assert_eq!(e.to_string(), "permanent failure: bad data");
+/// assert_eq!(e.to_string(), "permanent failure");
+/// assert_eq!(jetsource::ErrorChain(&e).to_string(), "permanent failure: bad data");
 /// ```
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HandlerError {
     /// Worth trying again later (a dependency is down, a timeout): retried after the next delay
     /// of [`SubscriberConfig::backoff`], up to [`SubscriberConfig::max_deliver`] attempts.
-    #[error("retryable failure: {0}")]
+    #[error("retryable failure")]
     Retryable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Will never succeed (invalid data, a broken invariant): dead-lettered at once.
-    #[error("permanent failure: {0}")]
+    #[error("permanent failure")]
     Permanent(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 

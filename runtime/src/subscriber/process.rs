@@ -18,7 +18,7 @@ use super::dead_letter::DeadLetterReason;
 use super::decide::{self, AfterFailure};
 use super::handle::{bump, Counters};
 use super::handler::{HandlerError, Subscriber};
-use crate::error::DecodeError;
+use crate::error::{DecodeError, ErrorChain, HumanDuration};
 use crate::event_set::EventSet;
 use crate::observability::{self, SubscriberMetrics};
 use crate::store::StoredEvent;
@@ -83,6 +83,7 @@ pub(crate) enum Settled {
 #[derive(Debug)]
 pub(crate) struct Letter {
     pub(crate) reason: DeadLetterReason,
+    /// The error with its causes, `a: b: c` ([`ErrorChain`]).
     pub(crate) error: String,
     /// Handler attempts made, at least 1 (also when the event never decoded).
     pub(crate) attempts: u64,
@@ -114,7 +115,8 @@ pub(crate) async fn process<B: Backend>(backend: &B, delivery: B::Delivery) -> S
         }
         Err(e) => {
             let reason = decide::decode_failure_reason(&e);
-            return give_up(backend, delivery, reason, e.to_string(), first).await;
+            let error = ErrorChain(&e).to_string();
+            return give_up(backend, delivery, reason, error, first).await;
         }
     };
     if backend.completed_before(&delivery, stored.id) {
@@ -165,10 +167,16 @@ pub(crate) async fn process<B: Backend>(backend: &B, delivery: B::Delivery) -> S
                 return give_up(backend, delivery, reason, error, attempt).await;
             }
             AfterFailure::RetryAfter(delay) => {
-                // The log names the cause alone: "handler failed" already says what the
-                // "retryable failure: " of `HandlerError`'s display would.
+                // The log names the cause and its sources: "handler failed" already says what
+                // the "retryable failure" of `HandlerError`'s display would.
                 let (HandlerError::Retryable(cause) | HandlerError::Permanent(cause)) = &error;
-                tracing::warn!(event_id = %stored.id, attempt, ?delay, error = %cause, "handler failed; retrying");
+                tracing::warn!(
+                    event_id = %stored.id,
+                    attempt,
+                    delay = %HumanDuration(delay),
+                    error = %ErrorChain(&**cause),
+                    "handler failed; retrying"
+                );
                 bump(&counters.retries);
                 metrics.retried.increment(1);
                 retries += 1;

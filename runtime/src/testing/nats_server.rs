@@ -30,6 +30,7 @@ pub const MIN_VERSION: (u32, u32) = (2, 12);
 
 /// How a harness server authenticates clients. `Debug` never shows a password or token.
 #[derive(Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Auth {
     /// Anyone may connect.
     #[default]
@@ -67,6 +68,7 @@ impl fmt::Debug for Auth {
 
 /// A user of [`Auth::Users`]. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct User {
     /// The user name.
     pub name: String,
@@ -114,6 +116,7 @@ impl fmt::Debug for User {
 /// assert_eq!(reader.subscribe, ["_INBOX.>"]);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Permissions {
     /// Subjects the user may publish to (requests included).
     pub publish: Vec<String>,
@@ -138,6 +141,7 @@ impl Permissions {
 /// TLS for a harness server: its certificate and key (PEM files), and optionally a CA that
 /// client certificates must be signed by (mutual TLS). Clients must then connect with TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Tls {
     /// The server certificate (PEM); it should name `127.0.0.1` as an IP subject alt name.
     pub cert_file: PathBuf,
@@ -147,8 +151,32 @@ pub struct Tls {
     pub client_ca_file: Option<PathBuf>,
 }
 
+impl Tls {
+    /// TLS with this server certificate and key (PEM files); clients need no certificate.
+    ///
+    /// ```
+    /// use jetsource::testing::nats_server::Tls;
+    /// let tls = Tls::new("server.pem", "server-key.pem").client_ca("ca.pem");
+    /// assert_eq!(tls.client_ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+    /// ```
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        Tls {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            client_ca_file: None,
+        }
+    }
+
+    /// Requires client certificates signed by this CA (PEM): mutual TLS.
+    pub fn client_ca(mut self, ca_file: impl Into<PathBuf>) -> Self {
+        self.client_ca_file = Some(ca_file.into());
+        self
+    }
+}
+
 /// How to start a harness server: authentication, TLS and the largest message it accepts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerOptions {
     /// How clients authenticate.
     pub auth: Auth,

@@ -121,7 +121,7 @@ pub(crate) async fn commit(
     let _permit = batches
         .acquire()
         .await
-        .map_err(|e| JetStreamError::Client(e.to_string()))?;
+        .map_err(|e| JetStreamError::request("wait for a free batch slot", e))?;
     let policy = TOO_MANY_BATCHES_RETRY;
     let mut delay = policy.first_delay;
     for _ in 1..policy.attempts {
@@ -196,7 +196,11 @@ async fn request(
     let request = async_nats::Request::new()
         .headers(message.headers)
         .payload(message.payload);
-    Ok(client.send_request(message.subject, request).await?)
+    let subject = async_nats::Subject::from(message.subject);
+    client
+        .send_request(subject.clone(), request)
+        .await
+        .map_err(|e| JetStreamError::from_request(e, &subject))
 }
 
 /// The server's answer to a publish.
@@ -227,10 +231,8 @@ fn parse_ack(message: &async_nats::Message) -> Result<Published, JetStreamError>
         }
     }
     let ack: Ack = serde_json::from_slice(&message.payload).map_err(|e| {
-        JetStreamError::Protocol(format!(
-            "publish ack {:?}: {e}",
-            String::from_utf8_lossy(&message.payload)
-        ))
+        let ack = String::from_utf8_lossy(&message.payload);
+        JetStreamError::request(format!("read the publish ack {ack:?}"), e)
     })?;
     if let Some(error) = ack.error {
         return match error.err_code {

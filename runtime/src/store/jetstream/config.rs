@@ -5,7 +5,8 @@ use std::time::Duration;
 use async_nats::jetstream::stream;
 
 use super::error::JetStreamError;
-use crate::id::validate_token;
+use crate::error::HumanDuration;
+use crate::id::{validate_token, InvalidToken};
 
 /// Where the stream keeps its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,7 @@ pub enum Storage {
 /// assert!(StreamConfig::new("BAD NAME", "orders").validate().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StreamConfig {
     /// The stream name (`A-Z a-z 0-9 _ -`).
     pub name: String,
@@ -158,7 +160,14 @@ impl StreamConfig {
         }
         for token in self.prefix.split('.') {
             if let Err(e) = validate_token(token) {
-                return invalid(format!("subject prefix {:?}: {e}", self.prefix));
+                let prefix = &self.prefix;
+                return invalid(match e {
+                    InvalidToken::Empty => format!(
+                        "subject prefix {prefix:?} has an empty token (`..`, or `.` at an end)"
+                    ),
+                    e if token == prefix => format!("subject prefix {prefix:?} is invalid: {e}"),
+                    e => format!("subject prefix {prefix:?} has the token {token:?}, but {e}"),
+                });
             }
             if token.starts_with('$') {
                 return invalid(format!(
@@ -182,7 +191,11 @@ impl StreamConfig {
             return invalid("duplicate_window must be positive".into());
         }
         if !self.max_age.is_zero() && self.duplicate_window > self.max_age {
-            return invalid("duplicate_window cannot exceed max_age".into());
+            return invalid(format!(
+                "duplicate_window ({}) cannot exceed max_age ({})",
+                HumanDuration(self.duplicate_window),
+                HumanDuration(self.max_age)
+            ));
         }
         Ok(())
     }
@@ -242,8 +255,8 @@ impl StreamConfig {
         if existing.max_age != wanted.max_age {
             return differ(
                 "max_age",
-                format!("{:?}", existing.max_age),
-                format!("{:?}", wanted.max_age),
+                max_age(existing.max_age),
+                max_age(wanted.max_age),
             );
         }
         if existing.max_bytes != wanted.max_bytes {
@@ -263,8 +276,8 @@ impl StreamConfig {
         if existing.duplicate_window != wanted.duplicate_window {
             return differ(
                 "duplicate_window",
-                format!("{:?}", existing.duplicate_window),
-                format!("{:?}", wanted.duplicate_window),
+                HumanDuration(existing.duplicate_window).to_string(),
+                HumanDuration(wanted.duplicate_window).to_string(),
             );
         }
         if existing.allow_direct != wanted.allow_direct {
@@ -282,5 +295,14 @@ impl StreamConfig {
             );
         }
         None
+    }
+}
+
+/// A stream's `max_age` as people write it; zero keeps events forever.
+fn max_age(age: Duration) -> String {
+    if age.is_zero() {
+        "0s (no limit)".into()
+    } else {
+        HumanDuration(age).to_string()
     }
 }

@@ -54,6 +54,7 @@ impl std::fmt::Debug for Credentials {
 /// assert!(!format!("{options:?}").contains("s3cret"));
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// Server URLs; the client picks one and fails over to the others.
     pub urls: Vec<String>,
@@ -214,10 +215,10 @@ impl ConnectOptions {
             Credentials::Token(token) => options.token(token.clone()),
             Credentials::NKeySeed(seed) => options.nkey(seed.clone()),
             Credentials::CredsFile(path) => options.credentials_file(path).await.map_err(|e| {
-                JetStreamError::InvalidConfig(format!(
-                    "cannot read creds file {}: {e}",
-                    path.display()
-                ))
+                JetStreamError::InvalidConnectOption {
+                    option: format!("creds file {}", path.display()),
+                    source: Box::new(e),
+                }
             })?,
         };
         if let Some(name) = &self.name {
@@ -262,31 +263,53 @@ impl ConnectOptions {
             .urls
             .iter()
             .map(|url| {
-                url.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| JetStreamError::InvalidConfig(format!("server URL {url:?}: {e}")))
+                url.parse::<async_nats::ServerAddr>().map_err(|e| {
+                    JetStreamError::InvalidConnectOption {
+                        option: format!("server URL {:?}", without_userinfo(url)),
+                        source: Box::new(e),
+                    }
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         options.connect(addrs).await.map_err(|e| {
             use async_nats::ConnectErrorKind;
             // async-nats' messages name the failure, never the credentials (tests/security.rs
             // checks it for every kind of credential).
-            let message = e.to_string();
+            let refused_certificate = is_client_certificate_refusal(&e.to_string());
             match e.kind() {
-                ConnectErrorKind::AuthorizationViolation => JetStreamError::Auth(message),
+                ConnectErrorKind::AuthorizationViolation => JetStreamError::Auth(Box::new(e)),
                 // Signing the server's nonce failed on this side: the seed or creds file is
                 // unusable, whatever the server would have said.
-                ConnectErrorKind::Authentication => JetStreamError::InvalidConfig(format!(
-                    "the nkey seed or creds file cannot sign the server's nonce: {message}"
-                )),
-                ConnectErrorKind::Tls | ConnectErrorKind::Io
-                    if is_client_certificate_refusal(&message) =>
-                {
-                    JetStreamError::Auth(message)
+                ConnectErrorKind::Authentication => JetStreamError::InvalidConnectOption {
+                    option: "the nkey seed or creds file to sign the server's nonce".into(),
+                    source: Box::new(e),
+                },
+                ConnectErrorKind::Tls | ConnectErrorKind::Io if refused_certificate => {
+                    JetStreamError::Auth(Box::new(e))
                 }
-                ConnectErrorKind::ServerParse => JetStreamError::InvalidConfig(message),
-                _ => JetStreamError::Connect(message),
+                ConnectErrorKind::ServerParse => JetStreamError::InvalidConnectOption {
+                    option: "the server addresses".into(),
+                    source: Box::new(e),
+                },
+                _ => JetStreamError::Connect(Box::new(e)),
             }
         })
+    }
+}
+
+/// `url` without the `user:password@` part a NATS URL may carry, for error messages.
+fn without_userinfo(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let rest = match rest.rsplit_once('@') {
+        Some((_, host)) => format!("***@{host}"),
+        None => rest.to_owned(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{rest}"),
+        None => rest,
     }
 }
 
@@ -304,7 +327,17 @@ fn is_client_certificate_refusal(message: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_client_certificate_refusal;
+    use super::{is_client_certificate_refusal, without_userinfo};
+
+    #[test]
+    fn urls_in_messages_lose_their_credentials() {
+        assert_eq!(
+            without_userinfo("nats://ops:s3cret@host:4222"),
+            "nats://***@host:4222"
+        );
+        assert_eq!(without_userinfo("tok@host:x"), "***@host:x");
+        assert_eq!(without_userinfo("nats://host:4222"), "nats://host:4222");
+    }
 
     #[test]
     fn client_certificate_refusals_are_told_from_other_tls_failures() {

@@ -107,7 +107,11 @@ pub(crate) fn decode(
     headers: &HeaderMap,
     payload: Bytes,
 ) -> Result<StoredEvent, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        position,
+        reason,
+        source: None,
+    };
     let Some(parts) = wire::parse_subject_tail(subject_rest) else {
         return Err(corrupt(format!(
             "subject tail {subject_rest:?} is not <type>.<id>.<event>"
@@ -117,7 +121,7 @@ pub(crate) fn decode(
         return decode_legacy(parts, position, headers, payload);
     };
     let header = EventHeader::parse(value)
-        .map_err(|e| corrupt(format!("header {}: {e}", wire::EVENT_HEADER)))?;
+        .map_err(|e| unreadable(position, format!("header {}", wire::EVENT_HEADER), e))?;
     let command_id = get(headers, name::MSG_ID)
         .and_then(|msg_id| {
             wire::command_of_message_id(parts.aggregate_type, parts.aggregate_id, msg_id)
@@ -145,6 +149,19 @@ pub(crate) fn decode(
     })
 }
 
+/// The stored event at `position` is corrupt: `what` cannot be read, for the reason `error`.
+fn unreadable(
+    position: u64,
+    what: String,
+    error: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> StoreError {
+    StoreError::Corrupt {
+        position,
+        reason: format!("{what} cannot be read"),
+        source: Some(error.into()),
+    }
+}
+
 fn user_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
     let mut user = BTreeMap::new();
     for (name, values) in headers.iter() {
@@ -166,7 +183,14 @@ fn decode_legacy(
     payload: Bytes,
 ) -> Result<StoredEvent, StoreError> {
     use name::legacy_name;
-    let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        position,
+        reason,
+        source: None,
+    };
+    let unreadable = |name: &str, error: Box<dyn std::error::Error + Send + Sync>| {
+        unreadable(position, format!("header {name}"), error)
+    };
     let required = |name: HeaderName| {
         get(headers, name.clone()).ok_or_else(|| corrupt(format!("header {name} is missing")))
     };
@@ -178,19 +202,19 @@ fn decode_legacy(
         )));
     }
     let id = Uuid::parse_str(required(legacy_name::EVENT_ID)?)
-        .map_err(|e| corrupt(format!("header {}: {e}", legacy::EVENT_ID)))?;
+        .map_err(|e| unreadable(legacy::EVENT_ID, e.into()))?;
     let version = required(legacy_name::EVENT_VERSION)?
         .parse::<u32>()
-        .map_err(|e| corrupt(format!("header {}: {e}", legacy::EVENT_VERSION)))?;
+        .map_err(|e| unreadable(legacy::EVENT_VERSION, e.into()))?;
     let codec_name = required(legacy_name::CODEC)?;
     let codec =
         Codec::parse(codec_name).ok_or_else(|| corrupt(format!("unknown codec {codec_name:?}")))?;
     let sequence = required(legacy_name::SEQUENCE)?
         .parse::<u64>()
-        .map_err(|e| corrupt(format!("header {}: {e}", legacy::SEQUENCE)))?;
+        .map_err(|e| unreadable(legacy::SEQUENCE, e.into()))?;
     let nanos = required(legacy_name::TIMESTAMP)?
         .parse::<u64>()
-        .map_err(|e| corrupt(format!("header {}: {e}", legacy::TIMESTAMP)))?;
+        .map_err(|e| unreadable(legacy::TIMESTAMP, e.into()))?;
     Ok(StoredEvent {
         id,
         aggregate_type: parts.aggregate_type.to_owned(),

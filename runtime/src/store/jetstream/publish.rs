@@ -81,9 +81,9 @@ pub struct Publisher {
 impl JetStreamStore {
     /// A publisher on `topic` (`A-Z a-z 0-9 _ -`, one subject token).
     pub fn publisher(&self, topic: &'static str) -> Result<Publisher, JetStreamError> {
-        crate::id::validate_token(topic).map_err(|e| JetStreamError::InvalidInput {
-            what: format!("topic {topic:?}"),
-            reason: e.to_string(),
+        crate::id::validate_token(topic).map_err(|source| JetStreamError::InvalidInput {
+            what: format!("publisher topic {topic:?}"),
+            source,
         })?;
         Ok(Publisher {
             store: self.clone(),

@@ -44,6 +44,7 @@ pub(crate) fn decode(value: Bytes, revision: u64) -> Result<Snapshot, StoreError
     let corrupt = |reason: &str| StoreError::Corrupt {
         position: revision,
         reason: format!("snapshot: {reason}"),
+        source: None,
     };
     if value.len() < HEADER_LEN || &value[..4] != MAGIC {
         return Err(corrupt("not a jetsource snapshot"));
@@ -72,7 +73,7 @@ pub(crate) async fn load(
     let entry = kv
         .entry(key(aggregate))
         .await
-        .map_err(|e| JetStreamError::Client(format!("snapshot read: {e}")))?;
+        .map_err(|e| JetStreamError::request(format!("read the snapshot of {aggregate}"), e))?;
     match entry {
         Some(entry) if entry.operation == async_nats::jetstream::kv::Operation::Put => {
             decode(entry.value, entry.revision).map(Some)
@@ -102,7 +103,7 @@ pub(crate) async fn save(
         let current = kv
             .entry(key.clone())
             .await
-            .map_err(|e| JetStreamError::Client(format!("snapshot read: {e}")))?;
+            .map_err(|e| JetStreamError::request(format!("read the snapshot of {aggregate}"), e))?;
         let written = match current {
             Some(entry) => {
                 if entry.operation == async_nats::jetstream::kv::Operation::Put {

@@ -289,7 +289,9 @@ async fn ensure_stream(
             let existing = stream
                 .info()
                 .await
-                .map_err(|e| JetStreamError::Client(format!("stream info: {e}")))?
+                .map_err(|e| {
+                    JetStreamError::request(format!("read the info of stream {}", config.name), e)
+                })?
                 .config
                 .clone();
             if let Some(conflict) = config.conflict_with(&existing) {
@@ -298,7 +300,9 @@ async fn ensure_stream(
                 }
                 js.create_or_update_stream(config.to_nats())
                     .await
-                    .map_err(|e| JetStreamError::Client(format!("stream update: {e}")))?;
+                    .map_err(|e| {
+                        JetStreamError::request(format!("update stream {}", config.name), e)
+                    })?;
             }
             Ok(stream)
         }
@@ -306,12 +310,17 @@ async fn ensure_stream(
             // Not found (or another API error, which creating reports precisely).
             js.create_or_update_stream(config.to_nats())
                 .await
-                .map_err(|e| JetStreamError::Client(format!("stream create: {e}")))?;
-            js.get_stream(&config.name)
-                .await
-                .map_err(|e| JetStreamError::Client(format!("stream info: {e}")))
+                .map_err(|e| {
+                    JetStreamError::request(format!("create stream {}", config.name), e)
+                })?;
+            js.get_stream(&config.name).await.map_err(|e| {
+                JetStreamError::request(format!("read the info of stream {}", config.name), e)
+            })
         }
-        Err(e) => Err(JetStreamError::Client(format!("stream lookup: {e}"))),
+        Err(e) => Err(JetStreamError::request(
+            format!("look up stream {}", config.name),
+            e,
+        )),
     }
 }
 
@@ -333,5 +342,10 @@ async fn ensure_bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| JetStreamError::Client(format!("snapshot bucket: {e}")))
+    .map_err(|e| {
+        JetStreamError::request(
+            format!("create snapshot bucket {}", config.snapshot_bucket),
+            e,
+        )
+    })
 }

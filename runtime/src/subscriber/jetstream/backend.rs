@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::acks::{ack, nak};
 use super::dead_letters::{self, DeadLetterDraft};
 use super::delivery::{Completion, Delivery, Shared, Source};
+use crate::error::ErrorChain;
 use crate::observability::SubscriberMetrics;
 use crate::store::jetstream::headers;
 use crate::store::StoredEvent;
@@ -113,7 +114,8 @@ fn decode_stored<S: Subscriber>(shared: &Shared<S>, d: &Delivery) -> Result<Stor
         .strip_prefix(shared.prefix.as_str())
         .and_then(|r| r.strip_prefix('.'))
         .ok_or_else(|| format!("subject {subject:?} is outside prefix {:?}", shared.prefix))?;
-    headers::decode(rest, *position, msg_headers, d.msg.payload.clone()).map_err(|e| e.to_string())
+    headers::decode(rest, *position, msg_headers, d.msg.payload.clone())
+        .map_err(|e| ErrorChain(&e).to_string())
 }
 
 /// Publishes the dead letter (retrying until the server stores it), then `term`s the message;

@@ -150,7 +150,7 @@ impl<S: Subscriber> Dispatcher<S> {
     ) -> Result<(), SubscriberError> {
         // Handler panics are caught inside the task; one that ends otherwise is a bug here, and
         // going on would leave its aggregate blocked for good.
-        let key = joined.map_err(|e| SubscriberError::Task(e.to_string()))?;
+        let key = joined.map_err(SubscriberError::task)?;
         self.held -= 1;
         let next = self.waiting.get_mut(&key).and_then(VecDeque::pop_front);
         match next {
