@@ -14,7 +14,8 @@ use crate::protobuf::MessageMapping;
 #[command(name = "jetsource", version, propagate_version = true)]
 #[command(
     after_help = "Connection flags work before or after the command; NATS_URL, NATS_USER, \
-                  NATS_PASSWORD, NATS_TOKEN and NATS_CREDS set them from the environment."
+                  NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY, NATS_CA, NATS_CERT and \
+                  NATS_KEY set them from the environment."
 )]
 pub struct Cli {
     /// How to reach the server.
@@ -51,14 +52,30 @@ pub struct ConnectionArgs {
     /// A `.creds` file (JWT and nkey seed).
     #[arg(long, env = "NATS_CREDS", global = true)]
     pub creds: Option<PathBuf>,
+    /// A file holding an nkey seed (`SU...`), for a server that knows the user by its public
+    /// nkey.
+    #[arg(long, value_name = "FILE", env = "NATS_NKEY", global = true)]
+    pub nkey: Option<PathBuf>,
+    /// A CA certificate (PEM) to verify the server with; turns TLS on.
+    #[arg(long, value_name = "FILE", env = "NATS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS (with --tls-key).
+    #[arg(long, value_name = "FILE", env = "NATS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", env = "NATS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// Require TLS, also without --tls-ca (the system's roots verify the server).
+    #[arg(long, global = true)]
+    pub tls: bool,
     /// How long connecting, and then each request, may take (e.g. 500ms, 10s).
     #[arg(long, default_value = "10s", value_parser = parse_duration, global = true)]
     pub timeout: Duration,
 }
 
 impl ConnectionArgs {
-    /// The values that must never be printed: password, token, and any password inside a
-    /// server URL (`nats://user:password@host`).
+    /// The values that must never be printed: password, token, nkey seed, and any password
+    /// inside a server URL (`nats://user:password@host`).
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets: Vec<String> = self
             .password
@@ -66,6 +83,11 @@ impl ConnectionArgs {
             .chain(self.token.iter())
             .cloned()
             .collect();
+        secrets.extend(
+            self.nkey
+                .as_deref()
+                .and_then(|path| crate::connect::read_seed(path).ok()),
+        );
         for url in self.server.split(',') {
             if let Some(userinfo) = url.split_once("://").and_then(|(_, rest)| {
                 rest.split_once('@')
@@ -127,7 +149,7 @@ pub struct EventsArgs {
     pub decode: DecodeArgs,
 }
 
-/// How Protobuf payloads are decoded (`events` and `tail`).
+/// How Protobuf payloads are decoded (`events`, `tail` and `dead-letters list`).
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Protobuf decoding")]
 pub struct DecodeArgs {
@@ -170,8 +192,9 @@ pub struct TailArgs {
 /// `dead-letters ...`.
 #[derive(Debug, Subcommand)]
 pub enum DeadLettersCommand {
-    /// List a subscriber's dead letters, oldest first, with why each was given up.
-    List(DeadLetterTarget),
+    /// List a subscriber's dead letters, oldest first, with why each was given up and the
+    /// event (decoded metadata and payload).
+    List(ListArgs),
     /// Hand a subscriber's dead letters back to it (all, or those matching the filters); the
     /// running subscriber handles them again.
     Redrive(RedriveArgs),
@@ -186,6 +209,17 @@ pub struct DeadLetterTarget {
     /// The subscriber's durable name.
     #[arg(long)]
     pub durable: String,
+}
+
+/// `dead-letters list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Whose dead letters.
+    #[command(flatten)]
+    pub target: DeadLetterTarget,
+    /// How Protobuf payloads are decoded.
+    #[command(flatten)]
+    pub decode: DecodeArgs,
 }
 
 /// `dead-letters redrive`.

@@ -1,22 +1,20 @@
 //! From the connection flags to a connected client, through the runtime's
-//! [`JetStreamConnectOptions`].
-//!
-//! The runtime connects only inside `JetStreamStore::connect`, which also creates the stream;
-//! most commands here must not create anything, so [`connect`] maps the same options onto
-//! async-nats itself, the way the runtime does.
+//! [`JetStreamConnectOptions::connect`]: the same credentials, TLS, reconnect and
+//! permission-refusal handling a service gets.
 
-use std::time::Duration;
+use std::path::Path;
 
-use async_nats::{ConnectErrorKind, ServerAddr};
-use jetsource::{JetStreamConnectOptions, JetStreamCredentials};
+use async_nats::ServerAddr;
+use jetsource::{JetStreamConnectOptions, JetStreamCredentials, JetStreamError};
 
 use crate::args::ConnectionArgs;
-use crate::error::{printable_url, CliError};
+use crate::error::{causes, chain, printable_url, CliError};
 
 /// The runtime's connection options for these flags.
 ///
 /// Which credentials go together is checked here rather than by clap: its `requires` and
-/// `conflicts_with` misjudge global flags given before the subcommand.
+/// `conflicts_with` misjudge global flags given before the subcommand. The nkey seed is read
+/// from its file here; a creds file is only checked to be readable (the runtime reads it).
 pub fn options(args: &ConnectionArgs) -> Result<JetStreamConnectOptions, CliError> {
     let urls = args
         .server
@@ -31,10 +29,11 @@ pub fn options(args: &ConnectionArgs) -> Result<JetStreamConnectOptions, CliErro
         args.user.is_some() || args.password.is_some(),
         args.token.is_some(),
         args.creds.is_some(),
+        args.nkey.is_some(),
     ];
     if kinds.iter().filter(|given| **given).count() > 1 {
         return Err(CliError::Credentials(
-            "give only one of --user/--password, --token and --creds",
+            "give only one of --user/--password, --token, --creds and --nkey",
         ));
     }
     match (&args.user, &args.password) {
@@ -55,9 +54,41 @@ pub fn options(args: &ConnectionArgs) -> Result<JetStreamConnectOptions, CliErro
         options = options.token(token);
     }
     if let Some(creds) = &args.creds {
+        std::fs::File::open(creds).map_err(|e| CliError::CredsFile {
+            what: "creds file",
+            path: creds.display().to_string(),
+            reason: e.to_string(),
+        })?;
         options = options.creds_file(creds);
     }
-    Ok(options)
+    if let Some(path) = &args.nkey {
+        options = options.nkey_seed(read_seed(path)?);
+    }
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => options = options.client_cert(cert, key),
+        (Some(_), None) => return Err(CliError::Credentials("--tls-cert needs --tls-key")),
+        (None, Some(_)) => return Err(CliError::Credentials("--tls-key needs --tls-cert")),
+        (None, None) => {}
+    }
+    if let Some(ca) = &args.tls_ca {
+        options = options.ca_file(ca);
+    }
+    Ok(options.require_tls(args.tls))
+}
+
+/// The nkey seed in the file at `path`: its first non-empty line, as `nsc` and `nk` write it.
+pub fn read_seed(path: &Path) -> Result<String, CliError> {
+    let unreadable = |reason: String| CliError::CredsFile {
+        what: "nkey seed file",
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| unreadable("it is empty".into()))
 }
 
 /// The servers of `options`, fit to print.
@@ -70,88 +101,59 @@ pub fn printable_servers(options: &JetStreamConnectOptions) -> String {
         .join(",")
 }
 
-/// Connects with `options`.
+/// Connects with `options` through the runtime. A URL that does not parse is reported before
+/// connecting, by its printable form.
 pub async fn connect(options: &JetStreamConnectOptions) -> Result<async_nats::Client, CliError> {
-    let servers = printable_servers(options);
     if options.urls.is_empty() {
         return Err(CliError::InvalidServerUrl {
             url: "\"\"".into(),
             reason: "no server URL given".into(),
         });
     }
-    let addrs = options
-        .urls
-        .iter()
-        .map(|url| {
-            url.parse::<ServerAddr>()
-                .map_err(|e| CliError::InvalidServerUrl {
-                    url: printable_url(url),
-                    reason: e.to_string(),
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut nats = async_nats::ConnectOptions::new();
-    nats = match &options.credentials {
-        JetStreamCredentials::UserPassword { user, password } => {
-            nats.user_and_password(user.clone(), password.clone())
-        }
-        JetStreamCredentials::Token(token) => nats.token(token.clone()),
-        JetStreamCredentials::NKeySeed(seed) => nats.nkey(seed.clone()),
-        JetStreamCredentials::CredsFile(path) => {
-            nats.credentials_file(path)
-                .await
-                .map_err(|e| CliError::CredsFile {
-                    path: path.display().to_string(),
-                    reason: e.to_string(),
-                })?
-        }
-        JetStreamCredentials::None => nats,
-    };
-    if let Some(name) = &options.name {
-        nats = nats.name(name);
+    for url in &options.urls {
+        url.parse::<ServerAddr>()
+            .map_err(|e| CliError::InvalidServerUrl {
+                url: printable_url(url),
+                reason: e.to_string(),
+            })?;
     }
-    if let Some(ca) = &options.ca_file {
-        nats = nats.add_root_certificates(ca.clone()).require_tls(true);
-    }
-    if let Some((cert, key)) = &options.client_cert {
-        nats = nats.add_client_certificate(cert.clone(), key.clone());
-    }
-    if options.require_tls {
-        nats = nats.require_tls(true);
-    }
-    let max_delay = options.max_reconnect_delay;
-    nats = nats
-        .max_reconnects(options.max_reconnects)
-        .reconnect_delay_callback(move |attempts| {
-            let exponential = 10u64.saturating_mul(1 << attempts.min(16));
-            Duration::from_millis(exponential).min(max_delay)
-        })
-        .connection_timeout(options.connection_timeout)
-        .request_timeout(Some(options.request_timeout));
-    nats.connect(addrs).await.map_err(|e| match e.kind() {
-        ConnectErrorKind::AuthorizationViolation | ConnectErrorKind::Authentication => {
-            CliError::Auth {
-                servers,
-                method: credentials_kind(&options.credentials),
-            }
-        }
-        _ => CliError::Connect {
+    let servers = printable_servers(options);
+    // The runtime's words and the client's, which never hold a secret (and `main` redacts
+    // every one given anyway).
+    options.connect().await.map_err(|error| match error {
+        JetStreamError::Auth(..) => CliError::Auth {
             servers,
-            reason: e.to_string(),
+            method: credentials_kind(options),
+        },
+        // What the client said: the runtime's message only says it could not connect.
+        JetStreamError::Connect(..) => CliError::Connect {
+            servers,
+            reason: causes(&error),
+        },
+        // A creds file or nkey seed that cannot sign the server's challenge, and the like.
+        other => CliError::Connect {
+            servers,
+            reason: chain(&other),
         },
     })
 }
 
 /// Which credentials were presented, without their secret part.
-fn credentials_kind(credentials: &JetStreamCredentials) -> String {
-    match credentials {
+fn credentials_kind(options: &JetStreamConnectOptions) -> String {
+    match &options.credentials {
         JetStreamCredentials::UserPassword { user, .. } => format!("password of user {user:?}"),
         JetStreamCredentials::Token(_) => "token".into(),
         JetStreamCredentials::NKeySeed(_) => "nkey".into(),
         JetStreamCredentials::CredsFile(path) => format!("creds file {}", path.display()),
-        JetStreamCredentials::None => {
-            "connection without credentials (pass --user/--password, --token or --creds)".into()
+        _ if options.urls.iter().any(|url| printable_url(url) != *url) => {
+            "credentials in the server URL".into()
         }
+        _ => match &options.client_cert {
+            Some((cert, _)) => format!("client certificate {}", cert.display()),
+            None => "connection without credentials (pass --user/--password, --token, --creds \
+                     or --nkey)"
+                .into(),
+        },
     }
 }
 
@@ -160,18 +162,25 @@ mod tests {
     use super::*;
     use crate::args::Cli;
     use clap::Parser;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    fn parse(args: &[&str]) -> Cli {
+        let mut argv = vec!["jetsource"];
+        argv.extend_from_slice(args);
+        argv.push("streams");
+        Cli::parse_from(argv)
+    }
 
     #[test]
     fn flags_map_to_the_runtime_options() {
-        let cli = Cli::parse_from([
-            "jetsource",
+        let cli = parse(&[
             "--server",
             "nats://a:4222, nats://b:4222",
             "--token",
             "t0k",
             "--timeout",
             "3s",
-            "streams",
         ]);
         let options = options(&cli.connection).unwrap();
         assert_eq!(options.urls, ["nats://a:4222", "nats://b:4222"]);
@@ -180,7 +189,63 @@ mod tests {
             JetStreamCredentials::Token("t0k".into())
         );
         assert_eq!(options.request_timeout, Duration::from_secs(3));
-        assert_eq!(credentials_kind(&options.credentials), "token");
+        assert_eq!(options.connection_timeout, Duration::from_secs(3));
+        assert_eq!(credentials_kind(&options), "token");
+        assert!(!options.require_tls);
+    }
+
+    #[test]
+    fn tls_flags_map_to_the_runtime_options() {
+        let cli = parse(&[
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "client.pem",
+            "--tls-key",
+            "client-key.pem",
+            "--tls",
+        ]);
+        let options = options(&cli.connection).unwrap();
+        assert_eq!(options.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(
+            options.client_cert,
+            Some((PathBuf::from("client.pem"), PathBuf::from("client-key.pem")))
+        );
+        assert!(options.require_tls);
+        assert_eq!(credentials_kind(&options), "client certificate client.pem");
+    }
+
+    #[test]
+    fn the_nkey_seed_is_read_from_its_file() {
+        let path = std::env::temp_dir().join(format!("jetsource-cli-seed-{}", std::process::id()));
+        std::fs::write(&path, "\n  SUAEXAMPLESEED  \n").unwrap();
+        let cli = parse(&["--nkey", path.to_str().unwrap()]);
+        let options = options(&cli.connection);
+        std::fs::remove_file(&path).unwrap();
+        let options = options.unwrap();
+        assert_eq!(
+            options.credentials,
+            JetStreamCredentials::NKeySeed("SUAEXAMPLESEED".into())
+        );
+        assert_eq!(credentials_kind(&options), "nkey");
+
+        let cli = parse(&["--nkey", path.to_str().unwrap()]);
+        let err = super::options(&cli.connection).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "cannot read the nkey seed file {}: ",
+                path.display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_named_without_their_secret() {
+        let cli = parse(&["--server", "nats://ops:pw@host:4222"]);
+        let options = options(&cli.connection).unwrap();
+        assert_eq!(credentials_kind(&options), "credentials in the server URL");
+        assert_eq!(printable_servers(&options), "nats://host:4222");
     }
 
     #[test]
@@ -196,18 +261,20 @@ mod tests {
             ),
             (
                 &["--user", "ops", "--password", "pw", "--token", "t"],
-                "give only one of --user/--password, --token and --creds",
+                "give only one of --user/--password, --token, --creds and --nkey",
             ),
             (
                 &["--token", "t", "--creds", "x.creds"],
-                "give only one of --user/--password, --token and --creds",
+                "give only one of --user/--password, --token, --creds and --nkey",
             ),
+            (
+                &["--token", "t", "--nkey", "seed.nk"],
+                "give only one of --user/--password, --token, --creds and --nkey",
+            ),
+            (&["--tls-cert", "c.pem"], "--tls-cert needs --tls-key"),
+            (&["--tls-key", "k.pem"], "--tls-key needs --tls-cert"),
         ] {
-            let mut argv = vec!["jetsource"];
-            argv.extend_from_slice(args);
-            argv.push("streams");
-            let cli = Cli::parse_from(argv);
-            let err = options(&cli.connection).unwrap_err();
+            let err = options(&parse(args).connection).unwrap_err();
             assert_eq!(err.to_string(), expected);
         }
     }

@@ -1,6 +1,6 @@
 //! What can go wrong, phrased for the person at the terminal.
 
-use jetsource::JetStreamError;
+use jetsource::{AggregateId, InvalidId, JetStreamError, MAX_ID_BYTES};
 
 /// A failed command. Each message is one line that says what failed and, where it helps, what
 /// to do; [`redact`] removes secrets before it is printed.
@@ -33,9 +33,11 @@ pub enum CliError {
         /// Which credentials, e.g. `password of user "ops"` (never the secret itself).
         method: String,
     },
-    /// The `.creds` file could not be read.
-    #[error("cannot read the creds file {path}: {reason}")]
+    /// The `.creds` file or the nkey seed file could not be read.
+    #[error("cannot read the {what} {path}: {reason}")]
     CredsFile {
+        /// `creds file` or `nkey seed file`.
+        what: &'static str,
         /// Its path.
         path: String,
         /// Why.
@@ -71,10 +73,20 @@ pub enum CliError {
         wanted: String,
     },
     /// An aggregate type or id cannot be a subject token.
-    #[error("invalid aggregate {what}: {reason}")]
+    #[error("invalid aggregate {what} {value:?}: {reason}")]
     InvalidAggregate {
         /// `type` or `id`.
         what: &'static str,
+        /// The value given (cut to 64 characters).
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A subject prefix (`--prefix`) is not one or more subject tokens.
+    #[error("invalid subject prefix {prefix:?}: {reason}")]
+    InvalidPrefix {
+        /// The prefix given.
+        prefix: String,
         /// Why.
         reason: String,
     },
@@ -116,11 +128,11 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// A failed request: `what` says what was being done.
-    pub fn request(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+    /// A failed request: `what` says what was being done, `error` (with its sources) why.
+    pub fn request(what: impl Into<String>, error: &dyn std::error::Error) -> Self {
         CliError::Request {
             what: what.into(),
-            reason: reason.to_string(),
+            reason: chain(error),
         }
     }
 
@@ -134,14 +146,104 @@ impl CliError {
                 field,
                 existing,
                 wanted,
-            } => CliError::ConfigConflict {
-                stream,
-                field: field.to_owned(),
-                existing,
-                wanted,
-            },
-            other => CliError::request(what, other),
+            } => {
+                // Durations as people write them, whatever form the runtime's text has.
+                let human = |value: String| match field {
+                    "max_age" | "duplicate_window" => {
+                        humantime::parse_duration(&value).map_or(value, crate::render::duration)
+                    }
+                    _ => value,
+                };
+                CliError::ConfigConflict {
+                    stream,
+                    field: field.to_owned(),
+                    existing: human(existing),
+                    wanted: human(wanted),
+                }
+            }
+            other => CliError::request(what, &other),
         }
+    }
+}
+
+/// `error` and each of its sources, `a: b: c`; a source whose text the one before already
+/// shows (as async-nats' errors do) is not repeated.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !shown.is_empty() && !last.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        last = shown;
+        source = cause.source();
+    }
+    text
+}
+
+/// The sources of `error` as [`chain`] shows them, or `error` itself when it has none.
+pub fn causes(error: &dyn std::error::Error) -> String {
+    error.source().map_or_else(|| error.to_string(), chain)
+}
+
+/// Checks that `value` can be one subject token (the rule of aggregate ids, which aggregate
+/// types follow too): [`CliError::InvalidAggregate`] naming `what` (`type` or `id`) otherwise.
+pub fn check_aggregate(what: &'static str, value: &str) -> Result<AggregateId, CliError> {
+    AggregateId::new(value).map_err(|e| CliError::InvalidAggregate {
+        what,
+        value: value.chars().take(64).collect(),
+        reason: token_problem(&e),
+    })
+}
+
+/// Checks `--prefix`: one or more subject tokens separated by `.`, none starting with `$`.
+pub fn check_prefix(prefix: &str) -> Result<(), CliError> {
+    let invalid = |reason: String| CliError::InvalidPrefix {
+        prefix: prefix.to_owned(),
+        reason,
+    };
+    if prefix.is_empty() {
+        return Err(invalid("it is empty".into()));
+    }
+    for token in prefix.split('.') {
+        if token.is_empty() {
+            return Err(invalid(
+                "it has an empty token (two dots, or a dot at either end)".into(),
+            ));
+        }
+        if let Err(e) = AggregateId::new(token) {
+            return Err(invalid(format!(
+                "its token {token:?}: {}",
+                token_problem(&e)
+            )));
+        }
+        if token.starts_with('$') {
+            return Err(invalid(format!(
+                "its token {token:?} starts with `$`, which the server reserves"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What is wrong with a would-be subject token, without calling it an aggregate id (the
+/// runtime's [`InvalidId`] speaks of ids only).
+fn token_problem(error: &InvalidId) -> String {
+    match error {
+        InvalidId::Empty => "it is empty".into(),
+        InvalidId::TooLong { len } => {
+            format!("it is {len} bytes long; the limit is {MAX_ID_BYTES}")
+        }
+        InvalidId::ForbiddenChar { found, .. } => {
+            format!("it contains {found:?}, which cannot appear in one NATS subject token")
+        }
+        InvalidId::NotAscii { found, .. } => {
+            format!("it contains {found:?}; only printable ASCII is allowed")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -177,12 +279,89 @@ mod tests {
     use super::*;
 
     #[test]
+    fn chains_show_each_source_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("listing streams")]
+        struct Outer(#[source] Repeating);
+        /// Shows its source itself, as async-nats' errors do.
+        #[derive(Debug, thiserror::Error)]
+        #[error("timed out: {0}")]
+        struct Repeating(#[source] std::io::Error);
+        let error = Outer(Repeating(std::io::Error::other("no reply")));
+        assert_eq!(chain(&error), "listing streams: timed out: no reply");
+        assert_eq!(causes(&error), "timed out: no reply");
+        let alone = std::io::Error::other("alone");
+        assert_eq!(
+            (chain(&alone), causes(&alone)),
+            ("alone".into(), "alone".into())
+        );
+    }
+
+    #[test]
     fn redaction_replaces_every_secret() {
         let secrets = vec!["pw".to_owned(), "ops:pw".to_owned(), String::new()];
         assert_eq!(
             redact("nats://ops:pw@host refused pw", &secrets),
             "nats://***@host refused ***"
         );
+    }
+
+    #[test]
+    fn a_bad_aggregate_type_is_called_a_type_and_a_bad_prefix_a_prefix() {
+        assert_eq!(
+            check_aggregate("type", "acc.ount").unwrap_err().to_string(),
+            "invalid aggregate type \"acc.ount\": it contains '.', which cannot appear in one \
+             NATS subject token"
+        );
+        assert_eq!(
+            check_aggregate("id", "").unwrap_err().to_string(),
+            "invalid aggregate id \"\": it is empty"
+        );
+        check_aggregate("id", "acc-1").unwrap();
+        for (prefix, expected) in [
+            ("", "invalid subject prefix \"\": it is empty"),
+            (
+                "bank..eu",
+                "invalid subject prefix \"bank..eu\": it has an empty token (two dots, or a dot \
+                 at either end)",
+            ),
+            (
+                "bank.*",
+                "invalid subject prefix \"bank.*\": its token \"*\": it contains '*', which \
+                 cannot appear in one NATS subject token",
+            ),
+            (
+                "$JS.x",
+                "invalid subject prefix \"$JS.x\": its token \"$JS\" starts with `$`, which \
+                 the server reserves",
+            ),
+        ] {
+            assert_eq!(check_prefix(prefix).unwrap_err().to_string(), expected);
+        }
+        check_prefix("orders.eu").unwrap();
+    }
+
+    #[test]
+    fn conflicting_durations_are_printed_as_people_write_them() {
+        let conflict = |field, existing: &str, wanted: &str| {
+            CliError::from_store(
+                "creating stream ORDERS",
+                JetStreamError::ConfigConflict {
+                    stream: "ORDERS".into(),
+                    field,
+                    existing: existing.into(),
+                    wanted: wanted.into(),
+                },
+            )
+            .to_string()
+        };
+        assert_eq!(
+            conflict("max_age", "0ns", "604800s"),
+            "stream ORDERS exists with max_age = 0s, but the configuration asks for 7d; nothing \
+             was changed (pass --update-existing to change the stream)"
+        );
+        assert!(conflict("duplicate_window", "120s", "1.5s").contains("= 2m, but"));
+        assert!(conflict("replicas", "1", "3").contains("= 1, but the configuration asks for 3;"));
     }
 
     #[test]

@@ -1,10 +1,216 @@
-//! How values are shown: times, payloads, byte counts.
+//! How values are shown: events, times, payloads, byte counts.
 
-use std::time::SystemTime;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
 
-use jetsource::Codec;
+use jetsource::wire::{self, EventMetadata, WireError};
+use jetsource::{Codec, StoredEvent};
+use uuid::Uuid;
 
-use crate::protobuf::Decoded;
+use crate::protobuf::{Decoded, ProtobufTypes};
+
+/// What is shown of one event, whether the runtime's store loaded it (`events`) or it was
+/// decoded from a message's headers with [`wire::EventMetadata`] (`tail`, `dead-letters`).
+pub struct EventView<'a> {
+    /// The aggregate type (or publisher topic).
+    pub aggregate_type: &'a str,
+    /// The aggregate id.
+    pub aggregate_id: &'a str,
+    /// The event's number within its aggregate.
+    pub sequence: u64,
+    /// The wire name.
+    pub name: &'a str,
+    /// The schema version.
+    pub version: u32,
+    /// The event id.
+    pub id: Uuid,
+    /// The stream sequence, when it is the event stream's (not a dead letter's).
+    pub position: Option<u64>,
+    /// The wire format, when read from the headers (the store does not say).
+    pub format: Option<u32>,
+    /// The payload codec.
+    pub codec: Codec,
+    /// When the command produced it.
+    pub timestamp: SystemTime,
+    /// The correlation id.
+    pub correlation_id: &'a str,
+    /// The causation id.
+    pub causation_id: Option<&'a str>,
+    /// The command id.
+    pub command_id: Option<&'a str>,
+    /// User headers.
+    pub headers: &'a BTreeMap<String, String>,
+    /// The encoded payload.
+    pub payload: &'a [u8],
+}
+
+impl<'a> EventView<'a> {
+    /// An event the store loaded.
+    pub fn stored(event: &'a StoredEvent) -> Self {
+        EventView {
+            aggregate_type: &event.aggregate_type,
+            aggregate_id: &event.aggregate_id,
+            sequence: event.sequence,
+            name: &event.name,
+            version: event.version,
+            id: event.id,
+            position: Some(event.position),
+            format: None,
+            codec: event.codec,
+            timestamp: event.timestamp,
+            correlation_id: &event.correlation_id,
+            causation_id: event.causation_id.as_deref(),
+            command_id: event.command_id.as_deref(),
+            headers: &event.headers,
+            payload: &event.payload,
+        }
+    }
+
+    /// An event read from a message: its subject's parts, decoded headers and payload.
+    pub fn decoded(
+        parts: wire::SubjectParts<'a>,
+        metadata: &'a EventMetadata,
+        position: Option<u64>,
+        payload: &'a [u8],
+    ) -> Self {
+        EventView {
+            aggregate_type: parts.aggregate_type,
+            aggregate_id: parts.aggregate_id,
+            sequence: metadata.sequence,
+            name: &metadata.name,
+            version: metadata.version,
+            id: metadata.id,
+            position,
+            format: Some(metadata.format),
+            codec: metadata.codec,
+            timestamp: metadata.timestamp,
+            correlation_id: &metadata.correlation_id,
+            causation_id: metadata.causation_id.as_deref(),
+            command_id: metadata.command_id.as_deref(),
+            headers: &metadata.headers,
+            payload,
+        }
+    }
+
+    /// `version 3: deposited v1`: the aggregate version, wire name and schema version.
+    pub fn headline(&self) -> String {
+        format!("version {}: {} v{}", self.sequence, self.name, self.version)
+    }
+
+    /// The metadata lines and the payload, each line indented by two spaces; Protobuf payloads
+    /// decoded with `types` when given.
+    pub fn details(&self, types: Option<&ProtobufTypes>) -> String {
+        let mut out = String::new();
+        // Writing to a `String` cannot fail.
+        let mut line = |label: &str, value: &dyn std::fmt::Display| {
+            let _ = writeln!(out, "  {label:<13} {value}");
+        };
+        line("event id:", &self.id);
+        if let Some(position) = self.position {
+            line("position:", &position);
+        }
+        if let Some(format) = self.format {
+            line("wire format:", &format);
+        }
+        line("timestamp:", &time(self.timestamp));
+        line("correlation:", &self.correlation_id);
+        if let Some(causation) = self.causation_id {
+            line("causation:", &causation);
+        }
+        if let Some(command) = self.command_id {
+            line("command id:", &command);
+        }
+        for (name, value) in self.headers {
+            let _ = writeln!(out, "  header {name}: {value}");
+        }
+        out.push_str(&match self.codec {
+            Codec::Protobuf => protobuf_payload(
+                types.map(|types| types.decode(self.name, Some(self.version), self.payload)),
+                self.payload,
+                "  ",
+            ),
+            codec => payload(Some(codec), self.payload, "  "),
+        });
+        out
+    }
+}
+
+/// The lines of a message after its headline, each indented by two spaces: a jetsource event
+/// (format 1 or 0) as its aggregate, decoded metadata and payload; any other message as a note,
+/// its `headers` (as `(name, value)` pairs) as stored, and its payload, pretty-printed if it
+/// parses as JSON.
+pub fn message(
+    subject: &str,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+    types: Option<&ProtobufTypes>,
+) -> String {
+    let note = match wire::split_subject(subject) {
+        None => "  note: not a jetsource event: the subject is not \
+                 <prefix>.<type>.<id>.<event name>"
+            .to_owned(),
+        Some((_, parts)) => match EventMetadata::decode(parts, headers.iter().copied()) {
+            Ok(metadata) => {
+                let view = EventView::decoded(parts, &metadata, None, payload);
+                return format!(
+                    "  {}/{} {}\n{}",
+                    view.aggregate_type,
+                    view.aggregate_id,
+                    view.headline(),
+                    view.details(types)
+                );
+            }
+            Err(WireError::NotAnEvent) => format!("  note: {}", WireError::NotAnEvent),
+            Err(error) => format!("  note: the jetsource metadata is unreadable: {error}"),
+        },
+    };
+    let mut lines: Vec<String> = headers
+        .iter()
+        .map(|(name, value)| format!("  {name}: {value}"))
+        .collect();
+    lines.sort();
+    lines.insert(0, note);
+    lines.push(self::payload(None, payload, "  "));
+    lines.join("\n")
+}
+
+/// A duration as people write it, and as the duration flags read it back: `0s`, `150ms`,
+/// `2s`, `1.5s`, `1m30s`, `7d`.
+pub fn duration(d: Duration) -> String {
+    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+    if secs == 0 {
+        return match nanos {
+            0 => "0s".to_owned(),
+            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
+            n if n % 1_000 == 0 => format!("{}us", n / 1_000),
+            n => format!("{n}ns"),
+        };
+    }
+    let mut out = String::new();
+    let (days, hours, minutes, seconds) = (
+        secs / 86_400,
+        secs % 86_400 / 3_600,
+        secs % 3_600 / 60,
+        secs % 60,
+    );
+    for (value, unit) in [(days, "d"), (hours, "h"), (minutes, "m")] {
+        if value > 0 {
+            let _ = write!(out, "{value}{unit}");
+        }
+    }
+    match (seconds, nanos) {
+        (0, 0) => {}
+        (s, 0) => {
+            let _ = write!(out, "{s}s");
+        }
+        (s, n) => {
+            let fraction = format!("{n:09}");
+            let _ = write!(out, "{s}.{}s", fraction.trim_end_matches('0'));
+        }
+    }
+    out
+}
 
 /// A UTC timestamp, e.g. `2025-06-01T12:00:00.123456789Z`.
 pub fn time(at: SystemTime) -> String {
@@ -29,19 +235,6 @@ pub fn payload(codec: Option<Codec>, bytes: &[u8], indent: &str) -> String {
         },
     };
     framed(&label, &body, indent)
-}
-
-/// The payload of a message whose codec header says `codec_name`: as [`payload`] for the
-/// codecs jetsource writes, as hex for any other.
-pub fn labelled_payload(codec_name: &str, bytes: &[u8], indent: &str) -> String {
-    match Codec::parse(codec_name) {
-        Some(codec) => payload(Some(codec), bytes, indent),
-        None => framed(
-            &format!("codec {codec_name:?}, {}", byte_count(bytes)),
-            &hex(bytes),
-            indent,
-        ),
-    }
 }
 
 /// A Protobuf payload: as JSON when `decoded` is, else as hex after a one-line note on why it
@@ -122,7 +315,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn json_payloads_are_pretty_printed() {
@@ -185,17 +378,60 @@ mod tests {
     }
 
     #[test]
-    fn the_codec_header_chooses_the_rendering() {
+    fn messages_that_are_no_readable_events_show_their_headers_and_payload() {
+        let headers = [("Zeta", "z"), ("Alpha", "a")];
+        assert_eq!(
+            message("bank.account.a1.deposited", &headers, b"{}", None),
+            "  note: neither header Jetsource nor Jetsource-Event-Id is present: not a \
+             jetsource event\n  Alpha: a\n  Zeta: z\n  payload (json):\n    {}"
+        );
+        assert!(message("other", &headers, b"", None)
+            .starts_with("  note: not a jetsource event: the subject is not "));
+        let legacy_without_codec = [(
+            wire::legacy::EVENT_ID,
+            "0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b",
+        )];
+        let body = message("b.t.i.n", &legacy_without_codec, &[0x08], None);
+        assert!(
+            body.starts_with(
+                "  note: the jetsource metadata is unreadable: field Jetsource-Codec is missing\n"
+            ),
+            "{body}"
+        );
+        assert!(body.ends_with("  payload (1 byte):\n    08"), "{body}");
+    }
+
+    #[test]
+    fn the_codec_chooses_the_rendering() {
         // Protobuf bytes that happen to be valid JSON (`12`) are not taken for JSON.
         assert_eq!(
-            labelled_payload("protobuf", b"12", ""),
+            payload(Some(Codec::Protobuf), b"12", ""),
             "payload (protobuf, 2 bytes):\n  31 32"
         );
-        assert_eq!(labelled_payload("json", b"12", ""), "payload (json):\n  12");
         assert_eq!(
-            labelled_payload("avro", &[0x01], ""),
-            "payload (codec \"avro\", 1 byte):\n  01"
+            payload(Some(Codec::Json), b"12", ""),
+            "payload (json):\n  12"
         );
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them_and_parse_back() {
+        for (duration, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(150), "150ms"),
+            (Duration::from_micros(1_500), "1500us"),
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::from_secs(2), "2s"),
+            (Duration::from_millis(1_500), "1.5s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(3_600 + 1), "1h1s"),
+            (Duration::from_secs(7 * 86_400), "7d"),
+            (Duration::from_secs(400 * 86_400 + 7_200), "400d2h"),
+        ] {
+            assert_eq!(self::duration(duration), text);
+            assert_eq!(humantime::parse_duration(text), Ok(duration), "{text}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, context::GetStreamErrorKind, stream, ErrorCode
 use jetsource::{JetStreamStorage, JetStreamStore, StreamConfig};
 
 use crate::args::StreamArgs;
-use crate::error::CliError;
+use crate::error::{check_prefix, CliError};
 
 /// The stream `name`, or [`CliError::StreamNotFound`].
 pub async fn get_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, CliError> {
@@ -16,7 +16,7 @@ pub async fn get_stream(js: &jetstream::Context, name: &str) -> Result<stream::S
         GetStreamErrorKind::InvalidStreamName | GetStreamErrorKind::EmptyName => {
             CliError::StreamNotFound(format!("{name:?} (not a valid stream name)"))
         }
-        _ => CliError::request(format!("looking up stream {name}"), e),
+        _ => CliError::request(format!("looking up stream {name}"), &e),
     })
 }
 
@@ -30,13 +30,16 @@ pub async fn open_existing(
     args: &StreamArgs,
     request_timeout: std::time::Duration,
 ) -> Result<JetStreamStore, CliError> {
+    if let Some(prefix) = &args.prefix {
+        check_prefix(prefix)?;
+    }
     let mut js = jetstream::new(client.clone());
     js.set_timeout(request_timeout);
     let mut handle = get_stream(&js, &args.stream).await?;
     let existing = handle
         .info()
         .await
-        .map_err(|e| CliError::request(format!("reading stream {}", args.stream), e))?
+        .map_err(|e| CliError::request(format!("reading stream {}", args.stream), &e))?
         .config
         .clone();
     let config = mirror(&args.stream, args.prefix.as_deref(), &existing)?;

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer};
 use futures::StreamExt;
@@ -103,6 +103,10 @@ fn binary() -> Command {
         "NATS_PASSWORD",
         "NATS_TOKEN",
         "NATS_CREDS",
+        "NATS_NKEY",
+        "NATS_CA",
+        "NATS_CERT",
+        "NATS_KEY",
         "JETSOURCE_DESCRIPTOR_SET",
     ] {
         command.env_remove(var);
@@ -330,7 +334,32 @@ async fn events_prints_one_aggregate_in_version_order_with_metadata_and_payloads
     let err = jetsource_at(&server, &["events", "--stream", "BANK", "account", "a.b"])
         .await
         .failure();
-    assert!(err.starts_with("error: invalid aggregate id: "), "{err}");
+    assert_eq!(
+        err,
+        "error: invalid aggregate id \"a.b\": it contains '.', which cannot appear in one NATS \
+         subject token"
+    );
+    let err = jetsource_at(&server, &["events", "--stream", "BANK", "acc*", "acc-1"])
+        .await
+        .failure();
+    assert_eq!(
+        err,
+        "error: invalid aggregate type \"acc*\": it contains '*', which cannot appear in one \
+         NATS subject token"
+    );
+    let err = jetsource_at(
+        &server,
+        &[
+            "events", "--stream", "BANK", "--prefix", "bank.", "account", "acc-1",
+        ],
+    )
+    .await
+    .failure();
+    assert_eq!(
+        err,
+        "error: invalid subject prefix \"bank.\": it has an empty token (two dots, or a dot at \
+         either end)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,6 +480,11 @@ async fn dead_letters_of_a_failing_subscriber_are_listed_and_redriven_by_filter(
         " permanent  subject=poison.account.a3.deposited  position=3  deliveries=1  at ",
         "  error: unlucky amount\n",
         "  error: seven never works (after 2 attempts)\n",
+        // Each letter's event, decoded from its original headers.
+        "  error: unlucky amount\n  account/a1 version 1: deposited v1\n  event id:     ",
+        "  account/a2 version 1: deposited v1\n",
+        "  wire format:  1\n",
+        "  payload (json):\n    {\n      \"amount\": 7\n    }\n",
     ] {
         position_of(&out, expected);
     }
@@ -546,7 +580,7 @@ async fn stream_config_create_makes_the_stream_show_describes() {
             "subjects": ["orders.eu.>"],
             "storage": "memory",
             "replicas": 1,
-            "max_age": "7days",
+            "max_age": "7d",
             "max_bytes": -1,
             "max_message_size": -1,
             "duplicate_window": "30s",
@@ -698,9 +732,18 @@ async fn tail_prints_only_new_matching_messages_and_stops_after_count() {
         headlines[1].starts_with("#4 tail.account.a2.deposited at "),
         "{out}"
     );
-    position_of(&out, "  Jetsource-Event-Name: deposited\n");
-    position_of(
+    // The event name comes from the subject, the aggregate version from the metadata.
+    let a1 = position_of(
         &out,
+        "\n  account/a1 version 3: deposited v1\n  event id:     ",
+    );
+    let a2 = position_of(
+        &out,
+        "\n  account/a2 version 1: deposited v1\n  event id:     ",
+    );
+    assert!(a1 < a2, "{out}");
+    position_of(
+        &out[a1..a2],
         "  payload (json):\n    {\n      \"amount\": 2\n    }\n",
     );
     position_of(
@@ -715,6 +758,171 @@ async fn tail_prints_only_new_matching_messages_and_stops_after_count() {
         !out.contains("withdrawn"),
         "a filtered message was printed:\n{out}"
     );
+}
+
+/// The id of the format-0 event of [`publish_format_0`].
+const FORMAT_0_ID: &str = "0190a1b2-7c3d-7e4f-8a9b-0c1d2e3f4a5b";
+
+/// Publishes `{"amount":<amount>}` as event `sequence` of `wire.account.a1`, the way jetsource
+/// wrote events before wire format 1 (format 0: each field in its own header), as a program
+/// that does not use jetsource would.
+async fn publish_format_0(js: &jetstream::Context, sequence: u64, amount: u64) {
+    let mut headers = async_nats::HeaderMap::new();
+    let sequence = sequence.to_string();
+    for (name, value) in [
+        ("Jetsource-Event-Id", FORMAT_0_ID),
+        ("Jetsource-Event-Name", "deposited"),
+        ("Jetsource-Event-Version", "1"),
+        ("Jetsource-Codec", "json"),
+        ("Jetsource-Sequence", sequence.as_str()),
+        ("Jetsource-Correlation-Id", "legacy-corr"),
+        ("Jetsource-Causation-Id", "legacy-cause"),
+        ("Jetsource-Command-Id", "legacy-cmd"),
+        ("Jetsource-Timestamp", "1764000000123456789"),
+        ("Jetsource-H-tenant", "acme"),
+    ] {
+        headers.insert(name, value);
+    }
+    js.publish_with_headers(
+        "wire.account.a1.deposited",
+        headers,
+        format!(r#"{{"amount":{amount}}}"#).into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("the server stores it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tail_and_dead_letters_print_events_of_wire_format_0_and_1() {
+    let server = NatsServer::start();
+    let wire = store(&server, "WIRE", "wire").await;
+    let js = jetstream::new(wire.client().clone());
+    let (_, tail) = start_tail(&server, &["--stream", "WIRE", "--count", "3"]).await;
+
+    // Event 1 in format 0, event 2 appended by the runtime (format 1) after it, and a message
+    // that is no event.
+    publish_format_0(&js, 1, 13).await;
+    let mut current = deposit(13);
+    current.id = Uuid::from_u128(0x0190a1b2_0000_7000_8000_00000000beef);
+    current.timestamp = UNIX_EPOCH + Duration::from_nanos(1_764_000_001_000_000_007);
+    current.causation_id = Some("cause-2".into());
+    current.headers.insert("tenant".into(), "globex".into());
+    wire.append(
+        &key("account", "a1"),
+        ExpectedVersion::Exact(1),
+        Some("cmd-2"),
+        vec![current],
+    )
+    .await
+    .expect("the runtime appends after a format-0 event");
+    js.publish("wire.notes", r#"{"note":"hi"}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let format_0_metadata = "  timestamp:    2025-11-24T16:00:00.123456789Z\n  \
+        correlation:  legacy-corr\n  causation:    legacy-cause\n  command id:   legacy-cmd\n  \
+        header tenant: acme\n  payload (json):\n    {\n      \"amount\": 13\n    }\n";
+    let format_1_id = "0190a1b2-0000-7000-8000-00000000beef";
+    let format_1_metadata = "  timestamp:    2025-11-24T16:00:01.000000007Z\n  \
+        correlation:  corr-1\n  causation:    cause-2\n  command id:   cmd-2\n  \
+        header tenant: globex\n  payload (json):\n    {\n      \"amount\": 13\n    }\n";
+
+    let out = finish_tail(tail).await;
+    let first = position_of(&out, "#1 wire.account.a1.deposited at ");
+    let second = position_of(&out, "#2 wire.account.a1.deposited at ");
+    let third = position_of(&out, "#3 wire.notes at ");
+    assert!(first < second && second < third, "{out}");
+    position_of(
+        &out[first..second],
+        &format!(
+            "\n  account/a1 version 1: deposited v1\n  event id:     {FORMAT_0_ID}\n  \
+             wire format:  0\n{format_0_metadata}"
+        ),
+    );
+    position_of(
+        &out[second..third],
+        &format!(
+            "\n  account/a1 version 2: deposited v1\n  event id:     {format_1_id}\n  \
+             wire format:  1\n{format_1_metadata}"
+        ),
+    );
+    position_of(
+        &out[third..],
+        "\n  note: not a jetsource event: the subject is not <prefix>.<type>.<id>.<event name>\n  \
+         payload (json):\n    {\n      \"note\": \"hi\"\n    }\n",
+    );
+
+    // `events` reads through the runtime's store, which reads both formats.
+    let out = jetsource_at(&server, &["events", "--stream", "WIRE", "account", "a1"])
+        .await
+        .success();
+    assert_eq!(
+        event_headlines(&out),
+        ["version 1: deposited v1", "version 2: deposited v1"],
+        "{out}"
+    );
+    position_of(
+        &out,
+        &format!(
+            "version 1: deposited v1\n  event id:     {FORMAT_0_ID}\n  position:     1\n\
+             {format_0_metadata}"
+        ),
+    );
+    position_of(
+        &out,
+        &format!(
+            "version 2: deposited v1\n  event id:     {format_1_id}\n  position:     2\n\
+             {format_1_metadata}"
+        ),
+    );
+
+    // Dead letters keep the original headers: both formats are read from them. (NATS control
+    // headers are not kept, so the format-1 command id, inside `Nats-Msg-Id`, is not shown.)
+    let running = subscriber::start(
+        &wire,
+        Arc::new(Picky::default()),
+        SubscriberConfig::new("wire"),
+    )
+    .await
+    .expect("start the subscriber");
+    wait_for("two dead letters", || running.stats().dead_lettered == 2).await;
+    let out = jetsource_at(
+        &server,
+        &[
+            "dead-letters",
+            "list",
+            "--stream",
+            "WIRE",
+            "--durable",
+            "wire",
+        ],
+    )
+    .await
+    .success();
+    assert!(
+        out.starts_with("2 dead letters for subscriber wire on stream WIRE\n"),
+        "{out}"
+    );
+    position_of(
+        &out,
+        &format!(
+            "  error: unlucky amount\n  account/a1 version 1: deposited v1\n  event id:     \
+             {FORMAT_0_ID}\n  wire format:  0\n{format_0_metadata}"
+        ),
+    );
+    position_of(
+        &out,
+        &format!(
+            "  error: unlucky amount\n  account/a1 version 2: deposited v1\n  event id:     \
+             {format_1_id}\n  wire format:  1\n{}",
+            format_1_metadata.replace("  command id:   cmd-2\n", "")
+        ),
+    );
+    running.shutdown().await.expect("shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1124,7 +1332,11 @@ async fn tail_decodes_protobuf_by_the_codec_header() {
     let second = position_of(&out, "#2 shoptail.order.o-1.audited at ");
     let third = position_of(&out, "#3 shoptail.order.o-1.deposited at ");
     assert!(first < second && second < third, "{out}");
-    position_of(&out[first..second], "  Jetsource-Codec: protobuf\n");
+    position_of(
+        &out[first..second],
+        "\n  order/o-1 version 1: order_placed v1\n  event id:     ",
+    );
+    position_of(&out[first..second], "\n  wire format:  1\n");
     position_of(&out[first..second], ORDER_PLACED_JSON);
     position_of(
         &out[second..third],

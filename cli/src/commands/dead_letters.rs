@@ -5,8 +5,9 @@ use std::io::Write;
 use jetsource::subscriber::DeadLetters;
 
 use super::Session;
-use crate::args::{DeadLetterTarget, RedriveArgs};
+use crate::args::{DeadLetterTarget, ListArgs, RedriveArgs};
 use crate::error::CliError;
+use crate::protobuf::ProtobufTypes;
 use crate::render;
 use crate::store::open_existing;
 use crate::subject::SubjectFilter;
@@ -20,20 +21,24 @@ async fn open(session: &Session, target: &DeadLetterTarget) -> Result<DeadLetter
     .await?;
     DeadLetters::open(&store)
         .await
-        .map_err(|e| CliError::request("opening the dead-letter stream", e))
+        .map_err(|e| CliError::request("opening the dead-letter stream", &e))
 }
 
-/// Lists the subscriber's dead letters, oldest first.
+/// Lists the subscriber's dead letters, oldest first, each with its event (metadata read from
+/// its original headers, in wire format 1 or 0) and payload; Protobuf payloads decoded with
+/// `types` when given.
 pub async fn list(
     session: &Session,
-    target: &DeadLetterTarget,
+    args: &ListArgs,
+    types: Option<&ProtobufTypes>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    let target = &args.target;
     let letters = open(session, target)
         .await?
         .list(&target.durable)
         .await
-        .map_err(|e| CliError::request("reading dead letters", e))?;
+        .map_err(|e| CliError::request("reading dead letters", &e))?;
     let whose = format!(
         "subscriber {} on stream {}",
         target.durable, target.stream.stream
@@ -55,6 +60,18 @@ pub async fn list(
             render::time(letter.dead_lettered_at),
         )?;
         writeln!(out, "  error: {}", letter.error)?;
+        // The original headers and the dead letter's own: an event's metadata is read from
+        // the former; a message that is no readable event is shown with all of them.
+        let headers: Vec<(&str, &str)> = letter
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        writeln!(
+            out,
+            "{}",
+            render::message(&letter.subject, &headers, &letter.payload, types)
+        )?;
     }
     Ok(())
 }
@@ -83,7 +100,7 @@ pub async fn redrive(
         })
         .await
     }
-    .map_err(|e| CliError::request("redriving dead letters", e))?;
+    .map_err(|e| CliError::request("redriving dead letters", &e))?;
     let mut which = Vec::new();
     if let Some(reason) = args.reason {
         which.push(format!("reason {reason}"));

@@ -44,6 +44,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let types = match &cli.command {
         Command::Events(args) => ProtobufTypes::load(&args.decode)?,
         Command::Tail(args) => ProtobufTypes::load(&args.decode)?,
+        Command::DeadLetters(DeadLettersCommand::List(args)) => ProtobufTypes::load(&args.decode)?,
         _ => None,
     };
     let options = connect::options(&cli.connection)?;
@@ -66,8 +67,8 @@ async fn dispatch(
         Command::Streams => streams::run(session, out).await,
         Command::Events(args) => events::run(session, &args, types, out).await,
         Command::Tail(args) => tail::run(session, &args, types, out).await,
-        Command::DeadLetters(DeadLettersCommand::List(target)) => {
-            dead_letters::list(session, &target, out).await
+        Command::DeadLetters(DeadLettersCommand::List(args)) => {
+            dead_letters::list(session, &args, types, out).await
         }
         Command::DeadLetters(DeadLettersCommand::Redrive(args)) => {
             dead_letters::redrive(session, &args, out).await

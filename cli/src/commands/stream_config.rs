@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 
 use super::Session;
 use crate::args::{CreateArgs, StreamSettings};
-use crate::error::CliError;
+use crate::error::{check_prefix, CliError};
+use crate::render;
 
 /// Prints the configuration the runtime would create for these settings.
 pub fn show(settings: &StreamSettings, out: &mut impl Write) -> Result<(), CliError> {
@@ -37,13 +38,14 @@ pub async fn create(
     let on_server = handle
         .info()
         .await
-        .map_err(|e| CliError::request(format!("reading stream {}", config.name), e))?
+        .map_err(|e| CliError::request(format!("reading stream {}", config.name), &e))?
         .config
         .clone();
     print_json(&view_of_server(&on_server, &config.snapshot_bucket), out)
 }
 
 fn checked(settings: &StreamSettings) -> Result<StreamConfig, CliError> {
+    check_prefix(&settings.prefix)?;
     let config = settings.to_config();
     config
         .validate()
@@ -89,10 +91,10 @@ impl View<'_> {
             "subjects": self.subjects,
             "storage": self.storage,
             "replicas": self.replicas,
-            "max_age": humantime::format_duration(self.max_age).to_string(),
+            "max_age": render::duration(self.max_age),
             "max_bytes": self.max_bytes,
             "max_message_size": self.max_message_size,
-            "duplicate_window": humantime::format_duration(self.duplicate_window).to_string(),
+            "duplicate_window": render::duration(self.duplicate_window),
             "allow_direct": self.allow_direct,
             "allow_atomic_publish": self.allow_atomic_publish,
             "snapshot_bucket": self.snapshot_bucket,

@@ -16,7 +16,7 @@ pub async fn run(session: &Session, out: &mut impl Write) -> Result<(), CliError
         .streams()
         .try_collect()
         .await
-        .map_err(|e| CliError::request("listing streams", e))?;
+        .map_err(|e| CliError::request("listing streams", &e))?;
     if infos.is_empty() {
         writeln!(out, "no streams")?;
         return Ok(());
@@ -37,7 +37,7 @@ pub async fn run(session: &Session, out: &mut impl Write) -> Result<(), CliError
         let handle = get_stream(&js, &config.name).await?;
         let mut consumers: Vec<_> =
             handle.consumers().try_collect().await.map_err(|e| {
-                CliError::request(format!("listing consumers of {}", config.name), e)
+                CliError::request(format!("listing consumers of {}", config.name), &e)
             })?;
         consumers.sort_by(|a, b| a.name.cmp(&b.name));
         if consumers.is_empty() {

@@ -5,12 +5,11 @@ use std::time::SystemTime;
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::StreamExt;
-use jetsource::Codec;
 
 use super::Session;
 use crate::args::TailArgs;
 use crate::error::CliError;
-use crate::protobuf::{Decoded, ProtobufTypes};
+use crate::protobuf::ProtobufTypes;
 use crate::render;
 use crate::store::get_stream;
 use crate::subject::SubjectFilter;
@@ -38,11 +37,11 @@ pub async fn run(
             ..Default::default()
         })
         .await
-        .map_err(|e| CliError::request(&following, e))?;
+        .map_err(|e| CliError::request(&following, &e))?;
     let mut messages = consumer
         .messages()
         .await
-        .map_err(|e| CliError::request(&following, e))?;
+        .map_err(|e| CliError::request(&following, &e))?;
     // On stderr, so stdout holds only messages; tests and scripts wait for this line.
     eprintln!(
         "{following}{}; new messages only, stop with Ctrl-C",
@@ -56,10 +55,10 @@ pub async fn run(
         let Some(message) = messages.next().await else {
             break;
         };
-        let message = message.map_err(|e| CliError::request(&following, e))?;
+        let message = message.map_err(|e| CliError::request(&following, &e))?;
         let info = message
             .info()
-            .map_err(|e| CliError::request(&following, e))?;
+            .map_err(|e| CliError::request(&following, &*e))?;
         writeln!(
             out,
             "#{} {} at {}",
@@ -67,58 +66,22 @@ pub async fn run(
             message.subject,
             render::time(SystemTime::from(info.published))
         )?;
-        if let Some(headers) = &message.headers {
-            let mut lines: Vec<String> = headers
-                .iter()
-                .flat_map(|(name, values)| {
-                    values
-                        .iter()
-                        .map(move |value| format!("  {name}: {}", value.as_str()))
-                })
-                .collect();
-            lines.sort();
-            for line in lines {
-                writeln!(out, "{line}")?;
-            }
-        }
+        let headers: Vec<(&str, &str)> = message
+            .headers
+            .iter()
+            .flat_map(|headers| headers.iter())
+            .flat_map(|(name, values)| {
+                let name: &str = name.as_ref();
+                values.iter().map(move |value| (name, value.as_str()))
+            })
+            .collect();
         writeln!(
             out,
             "{}",
-            payload(message.headers.as_ref(), &message.payload, types)
+            render::message(&message.subject, &headers, &message.payload, types)
         )?;
         out.flush()?;
         printed += 1;
     }
     Ok(())
 }
-
-/// The payload as its `Jetsource-Codec` header says; without one (a message that is not a
-/// jetsource event), JSON is recognised by parsing.
-fn payload(
-    headers: Option<&async_nats::HeaderMap>,
-    bytes: &[u8],
-    types: Option<&ProtobufTypes>,
-) -> String {
-    let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
-    let Some(codec) = header(CODEC) else {
-        return render::payload(None, bytes, "  ");
-    };
-    if Codec::parse(codec) != Some(Codec::Protobuf) {
-        return render::labelled_payload(codec, bytes, "  ");
-    }
-    let decoded = types.map(|types| match header(EVENT_NAME) {
-        Some(name) => {
-            let version = header(EVENT_VERSION).and_then(|v| v.parse().ok());
-            types.decode(name, version, bytes)
-        }
-        None => Decoded::Note(format!(
-            "not decoded: the message has no {EVENT_NAME} header to choose a message type by"
-        )),
-    });
-    render::protobuf_payload(decoded, bytes, "  ")
-}
-
-/// The runtime's metadata headers this command reads.
-const CODEC: &str = "Jetsource-Codec";
-const EVENT_NAME: &str = "Jetsource-Event-Name";
-const EVENT_VERSION: &str = "Jetsource-Event-Version";
