@@ -1005,6 +1005,46 @@ async fn wrong_credentials_give_an_auth_error_that_never_shows_the_secret() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nkey_seed_file_authenticates_and_never_shows_the_seed() {
+    let user = nkeys::KeyPair::new_user();
+    let seed = user.seed().expect("a seed");
+    let other_seed = nkeys::KeyPair::new_user().seed().expect("a seed");
+    let server = NatsServer::with_auth(Auth::NKey {
+        public_key: user.public_key(),
+    });
+    let right = TempFile::with("user.nk", format!("{seed}\n").as_bytes());
+    let out = jetsource_at(&server, &["--nkey", right.path(), "streams"])
+        .await
+        .success();
+    assert_eq!(out, "no streams\n");
+
+    let wrong = TempFile::with("other.nk", other_seed.as_bytes());
+    let run = jetsource_at(&server, &["--nkey", wrong.path(), "streams"]).await;
+    assert!(!run.stderr.contains(&other_seed), "{}", run.stderr);
+    assert_eq!(
+        run.failure(),
+        format!(
+            "error: the NATS server at {} refused the nkey: authorization failed",
+            server.url()
+        )
+    );
+
+    // Not a seed at all: it cannot sign the server's challenge.
+    let garbage_seed = format!("{}garbage", &seed[..20]);
+    let garbage = TempFile::with("garbage.nk", garbage_seed.as_bytes());
+    let run = jetsource_at(&server, &["--nkey", garbage.path(), "streams"]).await;
+    assert!(!run.stderr.contains(&garbage_seed), "{}", run.stderr);
+    let err = run.failure();
+    assert!(
+        err.starts_with(&format!(
+            "error: cannot connect to NATS at {}: ",
+            server.url()
+        )),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn every_command_has_help() {
     for (args, flag) in [
