@@ -126,8 +126,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 async fn run(url: &str) {
     let round = std::process::id();
-    if std::env::var("JETSOURCE_PEERS_ONLY").as_deref() == Ok("load") {
-        return loads(url, round).await;
+    match std::env::var("JETSOURCE_PEERS_ONLY").as_deref() {
+        Ok("load") => return loads(url, round).await,
+        Ok("cached") => {
+            raw_same_messages(url, round).await;
+            return cached(url, round).await;
+        }
+        _ => {}
     }
     // Cached and uncached commands, each on a fresh stream.
     let stream = format!("JSPEERS_C{round}");
@@ -150,6 +155,81 @@ async fn run(url: &str) {
 
     loads(url, round).await;
     hot(url, round).await;
+}
+
+/// Commands with the state kept, on a fresh stream.
+async fn cached(url: &str, round: u32) {
+    let stream = format!("JSPEERS_C{round}");
+    let repo = Repository::<Account, _>::new(open(url, &stream).await).with_cache(10_000);
+    let rate = commands(&repo, AGGREGATES, COMMANDS_PER_AGGREGATE, |t| {
+        format!("a{t}")
+    })
+    .await;
+    println!("jetsource_cached_commands_per_s {rate:.0}");
+    delete_stream(url, &stream).await;
+}
+
+/// Raw async-nats publishing exactly the messages `cached_commands` appends (subject layout,
+/// `Jetsource` header, the wildcard OCC guard), 100 aggregates x 50, one at a time each: what
+/// the wire format costs the server and the client before any of jetsource's own work.
+async fn raw_same_messages(url: &str, round: u32) {
+    let stream = format!("JSPEERS_R{round}");
+    let prefix = stream.to_lowercase();
+    let client = async_nats::connect(url).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let _ = js.delete_stream(&stream).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        ..Default::default()
+    })
+    .await
+    .expect("stream");
+    let payload: bytes::Bytes = serde_json::to_vec(&deposit()).expect("json").into();
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..AGGREGATES)
+        .map(|a| {
+            let (js, payload, prefix) = (js.clone(), payload.clone(), prefix.clone());
+            tokio::spawn(async move {
+                let id = format!("a{a}");
+                let filter = jetsource::wire::aggregate_filter(&prefix, "account", &id);
+                let subject = jetsource::wire::subject(&prefix, "account", &id, "deposited");
+                let mut last = 0u64;
+                for sequence in 1..=COMMANDS_PER_AGGREGATE as u64 {
+                    let header = jetsource::wire::EventHeader {
+                        sequence,
+                        id: uuid::Uuid::now_v7(),
+                        version: 1,
+                        codec: jetsource::Codec::Json,
+                        timestamp: std::time::SystemTime::now(),
+                    };
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(jetsource::wire::EVENT_HEADER, header.encode());
+                    headers.insert(
+                        jetsource::wire::EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER,
+                        last.to_string(),
+                    );
+                    headers.insert(
+                        jetsource::wire::EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT_HEADER,
+                        filter.as_str(),
+                    );
+                    let ack = js
+                        .publish_with_headers(subject.clone(), headers, payload.clone())
+                        .await
+                        .expect("publish")
+                        .await
+                        .expect("ack");
+                    last = ack.sequence;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let rate = (AGGREGATES * COMMANDS_PER_AGGREGATE) as f64 / started.elapsed().as_secs_f64();
+    println!("jetsource_raw_same_messages_per_s {rate:.0}");
+    let _ = js.delete_stream(&stream).await;
 }
 
 /// Loads of a 1,000-event aggregate.

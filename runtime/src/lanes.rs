@@ -10,43 +10,47 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use crate::store::AggregateKey;
 
-/// A lane's name: the store's [`EventStore::lane_scope`](crate::EventStore::lane_scope) and the
+/// Lanes by the store's [`EventStore::lane_scope`](crate::EventStore::lane_scope), then by
 /// aggregate.
-type LaneKey = (usize, AggregateKey);
+type Lanes = HashMap<usize, HashMap<AggregateKey, Arc<AsyncMutex<()>>>>;
 
-static LANES: LazyLock<Mutex<HashMap<LaneKey, Arc<AsyncMutex<()>>>>> =
-    LazyLock::new(Mutex::default);
+static LANES: LazyLock<Mutex<Lanes>> = LazyLock::new(Mutex::default);
 
 /// Holds a lane until dropped.
 pub(crate) struct Lane {
-    key: LaneKey,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 /// Waits for the lane of `key` in the store of `scope`, in arrival order (tokio's mutex is
 /// fair).
 pub(crate) async fn enter(scope: usize, key: &AggregateKey) -> Lane {
-    let key = (scope, key.clone());
     let lane = {
         let mut lanes = LANES.lock().unwrap_or_else(|p| p.into_inner());
-        lanes.entry(key.clone()).or_default().clone()
+        let scope = lanes.entry(scope).or_default();
+        match scope.get(key) {
+            Some(lane) => lane.clone(),
+            None => scope.entry(key.clone()).or_default().clone(),
+        }
     };
     Lane {
-        key,
         guard: Some(lane.lock_owned().await),
     }
 }
 
+/// Lanes kept before unused ones are forgotten: keeping a busy aggregate's lane spares its
+/// next command an allocation and a second map update.
+const KEPT_LANES: usize = 4096;
+
 impl Drop for Lane {
     fn drop(&mut self) {
         drop(self.guard.take());
-        // Forget a lane nobody waits for: the map holds one reference, a waiter another.
         let mut lanes = LANES.lock().unwrap_or_else(|p| p.into_inner());
-        if lanes
-            .get(&self.key)
-            .is_some_and(|lane| Arc::strong_count(lane) == 1)
-        {
-            lanes.remove(&self.key);
+        if lanes.values().map(HashMap::len).sum::<usize>() > KEPT_LANES {
+            // Forget lanes nobody holds or waits for: the map holds their only reference.
+            for scope in lanes.values_mut() {
+                scope.retain(|_, lane| Arc::strong_count(lane) > 1);
+            }
+            lanes.retain(|_, scope| !scope.is_empty());
         }
     }
 }
@@ -57,7 +61,7 @@ mod tests {
     use crate::AggregateId;
 
     #[tokio::test]
-    async fn one_aggregate_waits_others_do_not_and_unused_lanes_are_forgotten() {
+    async fn one_aggregate_waits_and_others_do_not() {
         let a = AggregateKey::new("lane_test", AggregateId::new("a").unwrap());
         let b = AggregateKey::new("lane_test", AggregateId::new("b").unwrap());
         let held = enter(1, &a).await;
@@ -74,7 +78,15 @@ mod tests {
         drop(held);
         waiting.await.unwrap();
         drop(other);
+    }
+
+    #[tokio::test]
+    async fn unused_lanes_are_forgotten_past_the_limit() {
+        for n in 0..=KEPT_LANES + 1 {
+            let key = AggregateKey::new("lane_limit", AggregateId::new(format!("k{n}")).unwrap());
+            drop(enter(7, &key).await);
+        }
         let lanes = LANES.lock().unwrap();
-        assert!(lanes.keys().all(|(_, key)| *key != a && *key != b));
+        assert!(lanes.get(&7).map_or(0, HashMap::len) <= KEPT_LANES);
     }
 }

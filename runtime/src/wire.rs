@@ -120,22 +120,47 @@ pub enum WireError {
 
 impl fmt::Display for EventHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+/// Appends the decimal digits of `n` (the formatting machinery costs more than the append).
+fn push_number(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+}
+
+impl EventHeader {
+    /// The header value: `1 <sequence> <event id> <version> <codec> <timestamp>`.
+    pub fn encode(&self) -> String {
         let nanos = self
             .timestamp
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        write!(
-            f,
-            "{FORMAT} {} {} {} {} {nanos}",
-            self.sequence,
-            self.id.simple(),
-            self.version,
-            self.codec.as_str()
-        )
+        let mut out = String::with_capacity(96);
+        push_number(&mut out, u64::from(FORMAT));
+        out.push(' ');
+        push_number(&mut out, self.sequence);
+        out.push(' ');
+        out.push_str(self.id.simple().encode_lower(&mut Uuid::encode_buffer()));
+        out.push(' ');
+        push_number(&mut out, u64::from(self.version));
+        out.push(' ');
+        out.push_str(self.codec.as_str());
+        out.push(' ');
+        push_number(&mut out, nanos);
+        out
     }
-}
 
-impl EventHeader {
     /// Parses a value written by [`EventHeader`]'s `Display`. Fields after the known ones are
     /// ignored, so a later format that appends fields stays readable.
     pub fn parse(value: &str) -> Result<Self, WireError> {
@@ -572,6 +597,20 @@ mod tests {
         );
         for subject in ["type.id.name", ".type.id.name", "p..id.name", "p.type.id."] {
             assert!(split_subject(subject).is_none(), "{subject}");
+        }
+    }
+
+    #[test]
+    fn numbers_at_their_limits_round_trip() {
+        for (sequence, nanos) in [(0, 0), (u64::MAX, u64::MAX), (10, 1_000_000_007)] {
+            let header = EventHeader {
+                sequence,
+                id: Uuid::nil(),
+                version: u32::MAX,
+                codec: Codec::Json,
+                timestamp: UNIX_EPOCH + Duration::from_nanos(nanos),
+            };
+            assert_eq!(EventHeader::parse(&header.encode()).unwrap(), header);
         }
     }
 

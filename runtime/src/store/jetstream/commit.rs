@@ -35,7 +35,8 @@ pub(super) async fn append(
     events: Vec<NewEvent>,
 ) -> Result<AppendOutcome, StoreError> {
     check_sizes(store, command_id, &events)?;
-    let (stem, filter) = (store.stem(key), store.filter(key));
+    let filter = store.filter(key);
+    let stem = &filter[..filter.len() - 2];
     // Only what the append needs is copied out of the cache, never the whole state.
     let mut known = match store.inner.cache.head(key, command_id) {
         Some(head) => Known { head, fresh: false },
@@ -83,7 +84,7 @@ pub(super) async fn append(
         }
         attempts += 1;
         let guard = Guard {
-            subject_stem: &stem,
+            subject_stem: stem,
             filter: &filter,
             expected_last_seq: head.last_seq,
             command_id,
@@ -91,9 +92,9 @@ pub(super) async fn append(
         };
         let messages = append::messages(&guard, &events, head.version + 1);
         let publish = append::commit(&store.inner.client, &store.inner.batches, messages);
-        match store.unless_refused(&stem, publish).await {
+        match store.unless_refused(stem, publish).await {
             Ok(Published::Stored(last_position)) => {
-                return Ok(record(store, key, head, command_id, &events, last_position));
+                return Ok(record(store, key, head, command_id, events, last_position));
             }
             // Refused: certainly not stored, so what the store knows still holds.
             Err(error @ JetStreamError::PermissionDenied { .. }) => return Err(error.into()),
@@ -141,14 +142,13 @@ fn check_sizes(
     Ok(())
 }
 
-/// Remembers a stored commit: the new version and position, the command's outcome, and (for a
-/// single event, whose position the ack names) the event itself.
+/// Remembers a stored commit: the new version and position, and the command's outcome.
 fn record(
     store: &JetStreamStore,
     key: &AggregateKey,
     head: Head,
     command_id: Option<&str>,
-    events: &[NewEvent],
+    events: Vec<NewEvent>,
     last_position: u64,
 ) -> AppendOutcome {
     let outcome = AppendOutcome {
@@ -159,13 +159,8 @@ fn record(
     };
     let inner = &store.inner;
     inner.cache.appended(key, head.version, outcome, command_id);
-    if let [event] = events {
-        let stored =
-            event
-                .clone()
-                .into_stored(key, outcome.first_sequence, last_position, command_id);
-        inner.histories.extend(key, &[stored]);
-    }
+    // The cached history, if any, is left to catch up on its next load (one read it makes
+    // anyway): extending it here would cost every append a copy of its events.
     outcome
 }
 
@@ -270,7 +265,7 @@ async fn catch_up(
         let newer =
             super::read::read(&store.reader(), &filter, start, usize::MAX, |_| true).await?;
         if newer.is_empty() || cache.extend_known(key, known.version + 1, &newer) {
-            store.inner.histories.extend(key, &newer);
+            store.inner.histories.extend(key, newer);
             if let Some(head) = cache.head(key, command_id) {
                 return Ok(head);
             }

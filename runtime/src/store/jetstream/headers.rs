@@ -71,7 +71,7 @@ pub(crate) fn encode(event: &NewEvent, sequence: u64) -> HeaderMap {
         codec: event.codec,
         timestamp: event.timestamp,
     };
-    headers.insert(name::EVENT, header.to_string().as_str());
+    headers.insert(name::EVENT, header.encode());
     if !is_own_id(&event.correlation_id, event.id) {
         headers.insert(name::CORRELATION, event.correlation_id.as_str());
     }

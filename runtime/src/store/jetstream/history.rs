@@ -142,7 +142,7 @@ impl Histories {
 
     /// Adds events that follow the cached run directly; a run they do not follow is dropped
     /// (the next load reads the aggregate again).
-    pub fn extend(&self, key: &AggregateKey, events: &[StoredEvent]) {
+    pub fn extend(&self, key: &AggregateKey, events: Vec<StoredEvent>) {
         let Some(first) = events.first() else {
             return;
         };
@@ -158,7 +158,7 @@ impl Histories {
             return;
         }
         let added = events.iter().map(size).sum::<usize>();
-        run.events.extend_from_slice(events);
+        run.events.extend(events);
         run.bytes += added;
         let too_long = run.bytes > self.max_bytes / 4;
         inner.bytes += added;
@@ -225,9 +225,9 @@ mod tests {
             (cached.events.len(), cached.version, cached.last_position),
             (1, 4, 40)
         );
-        histories.extend(&key(), &[event(5)]);
+        histories.extend(&key(), vec![event(5)]);
         assert_eq!(histories.from(&key(), 3).unwrap().events.len(), 3);
-        histories.extend(&key(), &[event(7)]);
+        histories.extend(&key(), vec![event(7)]);
         assert!(histories.from(&key(), 3).is_none(), "a gap drops the run");
         histories.put(&key(), 3, 20, vec![event(4)]);
         assert!(

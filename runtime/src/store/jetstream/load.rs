@@ -42,10 +42,11 @@ async fn load(
             .first()
             .is_none_or(|e| e.sequence == cached.version + 1)
         {
-            store.inner.histories.extend(key, &newer);
             remember(store, key, cached.version, cached.last_position, &newer);
             let mut events = cached.events;
-            events.extend(newer.into_iter().filter(|e| e.sequence >= from_sequence));
+            let skip = newer.partition_point(|e| e.sequence < from_sequence);
+            events.extend_from_slice(&newer[skip..]);
+            store.inner.histories.extend(key, newer);
             return Ok(events);
         }
         // The stream does not go on from the cached run (it was purged or rewritten): forget it.

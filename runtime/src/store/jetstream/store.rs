@@ -157,15 +157,6 @@ impl JetStreamStore {
         &self.inner.client
     }
 
-    /// `<prefix>.<type>.<id>`.
-    pub(super) fn stem(&self, key: &AggregateKey) -> String {
-        wire::aggregate_subject(
-            &self.inner.config.prefix,
-            key.aggregate_type,
-            key.id.as_str(),
-        )
-    }
-
     /// `<prefix>.<type>.<id>.*`: all events of the aggregate.
     pub(super) fn filter(&self, key: &AggregateKey) -> String {
         wire::aggregate_filter(
