@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, context::GetStreamErrorKind, stream, ErrorCode
 use jetsource::{JetStreamStorage, JetStreamStore, StreamConfig};
 
 use crate::args::StreamArgs;
-use crate::error::{check_prefix, CliError};
+use crate::error::CliError;
 
 /// The stream `name`, or [`CliError::StreamNotFound`].
 pub async fn get_stream(js: &jetstream::Context, name: &str) -> Result<stream::Stream, CliError> {
@@ -30,9 +30,6 @@ pub async fn open_existing(
     args: &StreamArgs,
     request_timeout: std::time::Duration,
 ) -> Result<JetStreamStore, CliError> {
-    if let Some(prefix) = &args.prefix {
-        check_prefix(prefix)?;
-    }
     let mut js = jetstream::new(client.clone());
     js.set_timeout(request_timeout);
     let mut handle = get_stream(&js, &args.stream).await?;

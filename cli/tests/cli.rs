@@ -339,9 +339,18 @@ async fn events_prints_one_aggregate_in_version_order_with_metadata_and_payloads
         "error: invalid aggregate id \"a.b\": it contains '.', which cannot appear in one NATS \
          subject token"
     );
-    let err = jetsource_at(&server, &["events", "--stream", "BANK", "acc*", "acc-1"])
-        .await
-        .failure();
+    // Checked before connecting: no server listens on port 1.
+    let err = jetsource(&[
+        "--server",
+        "nats://127.0.0.1:1",
+        "events",
+        "--stream",
+        "BANK",
+        "acc*",
+        "acc-1",
+    ])
+    .await
+    .failure();
     assert_eq!(
         err,
         "error: invalid aggregate type \"acc*\": it contains '*', which cannot appear in one \

@@ -19,8 +19,7 @@ pub async fn run(
     types: Option<&ProtobufTypes>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    // Both are one subject token; checked before anything is sent.
-    check_aggregate("type", &args.aggregate_type)?;
+    // Checked before connecting too (`check_arguments`); here the id is made.
     let id = check_aggregate("id", &args.aggregate_id)?;
     let store = open_existing(
         session.client.clone(),

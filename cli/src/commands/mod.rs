@@ -13,8 +13,9 @@ use async_nats::jetstream;
 
 use crate::args::{Cli, Command, DeadLettersCommand, StreamConfigCommand};
 use crate::connect;
-use crate::error::CliError;
+use crate::error::{check_aggregate, check_prefix, CliError};
 use crate::protobuf::ProtobufTypes;
+use crate::subject::SubjectFilter;
 
 /// What every command that talks to the server gets.
 pub struct Session {
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::DeadLetters(DeadLettersCommand::List(args)) => ProtobufTypes::load(&args.decode)?,
         _ => None,
     };
+    check_arguments(&cli.command)?;
     let options = connect::options(&cli.connection)?;
     let session = Session {
         client: connect::connect(&options).await?,
@@ -55,6 +57,35 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let result = dispatch(&session, cli.command, types.as_ref(), &mut out).await;
     out.flush()?;
     result
+}
+
+/// The checks of names and filters given on the command line, before connecting: a typo gets
+/// a message that names it, without waiting for a server.
+fn check_arguments(command: &Command) -> Result<(), CliError> {
+    let prefix = match command {
+        Command::Events(args) => {
+            check_aggregate("type", &args.aggregate_type)?;
+            check_aggregate("id", &args.aggregate_id)?;
+            args.stream.prefix.as_deref()
+        }
+        Command::DeadLetters(DeadLettersCommand::List(args)) => {
+            args.target.stream.prefix.as_deref()
+        }
+        Command::DeadLetters(DeadLettersCommand::Redrive(args)) => {
+            if let Some(filter) = &args.subject_filter {
+                SubjectFilter::parse(filter)?;
+            }
+            args.target.stream.prefix.as_deref()
+        }
+        Command::Tail(args) => {
+            if let Some(subject) = &args.subject {
+                SubjectFilter::parse(subject)?;
+            }
+            None
+        }
+        Command::Streams | Command::StreamConfig(_) => None,
+    };
+    prefix.map_or(Ok(()), check_prefix)
 }
 
 async fn dispatch(

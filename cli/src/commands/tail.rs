@@ -12,7 +12,6 @@ use crate::error::CliError;
 use crate::protobuf::ProtobufTypes;
 use crate::render;
 use crate::store::get_stream;
-use crate::subject::SubjectFilter;
 
 /// Prints each message stored after the start, until `--count` or an interrupt; Protobuf
 /// payloads decoded with `types` when given.
@@ -22,10 +21,6 @@ pub async fn run(
     types: Option<&ProtobufTypes>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    if let Some(subject) = &args.subject {
-        // Checked here so a typo gets a precise message rather than the server's.
-        SubjectFilter::parse(subject)?;
-    }
     let js = session.jetstream();
     let stream = get_stream(&js, &args.stream).await?;
     let following = format!("following stream {}", args.stream);
