@@ -300,6 +300,6 @@ pub(super) async fn last(
             commands: Some(HashMap::new()),
             ..AggregateState::default()
         }),
-        Err(e) => Err(JetStreamError::Client(format!("last event lookup: {e}")).into()),
+        Err(e) => Err(JetStreamError::request(format!("look up the last event of {key}"), e).into()),
     }
 }

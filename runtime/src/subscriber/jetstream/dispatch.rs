@@ -19,6 +19,7 @@ use super::dead_letters;
 use super::delivery::{Completion, Delivery, Done, Shared, Source};
 use super::router::Router;
 use super::worker::worker;
+use crate::error::ErrorChain;
 use crate::subscriber::error::SubscriberError;
 use crate::subscriber::handler::Subscriber;
 
@@ -229,7 +230,9 @@ impl<S: Subscriber> Dispatcher<S> {
                                 events_msgs = self.open(&self.events).await;
                                 self.settle();
                             }
-                            Err(e) => tracing::warn!(error = %e, "cannot recreate the consumer"),
+                            Err(e) => {
+                                tracing::warn!(error = %ErrorChain(&e), "cannot recreate the consumer")
+                            }
                         }
                     }
                     if let (None, Some(redrive)) = (&redrive_msgs, &self.redrive) {

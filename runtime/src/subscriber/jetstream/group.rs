@@ -26,6 +26,7 @@ use uuid::Uuid;
 
 use super::consumer::{partition_stream_name, PRIORITY_GROUP};
 use super::lane::{open_lane, LaneBase, PartitionLane};
+use crate::error::ErrorChain;
 use crate::subscriber::error::SubscriberError;
 use crate::subscriber::handler::Subscriber;
 
@@ -172,7 +173,7 @@ impl<S: Subscriber> Group<S> {
         let members = match self.live_members().await {
             Ok(members) => members,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the group's members failed");
+                tracing::warn!(error = %ErrorChain(&e), "reading the group's members failed");
                 return;
             }
         };
@@ -219,7 +220,9 @@ impl<S: Subscriber> Group<S> {
             if let Some(lane) = self.lanes.0.remove(&partition) {
                 match lane.task.await {
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::warn!(partition, error = %e, "a partition lane failed"),
+                    Ok(Err(e)) => {
+                        tracing::warn!(partition, error = %ErrorChain(&e), "a partition lane failed")
+                    }
                     Err(e) => tracing::error!(partition, error = %e, "a partition lane panicked"),
                 }
             }
@@ -241,7 +244,9 @@ impl<S: Subscriber> Group<S> {
                 let task = tokio::spawn(dispatcher.run());
                 self.lanes.0.insert(partition, RunningLane { stop, task });
             }
-            Err(e) => tracing::warn!(partition, error = %e, "cannot open the partition; retrying"),
+            Err(e) => {
+                tracing::warn!(partition, error = %ErrorChain(&e), "cannot open the partition; retrying")
+            }
         }
     }
 
@@ -257,7 +262,9 @@ impl<S: Subscriber> Group<S> {
         for (partition, lane) in lanes {
             match lane.task.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(partition, error = %e, "a partition lane failed"),
+                Ok(Err(e)) => {
+                    tracing::warn!(partition, error = %ErrorChain(&e), "a partition lane failed")
+                }
                 Err(e) => tracing::error!(partition, error = %e, "a partition lane panicked"),
             }
             let consumer = format!("{}_p{partition}", self.base.config.durable_name);
