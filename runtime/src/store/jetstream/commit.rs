@@ -300,6 +300,8 @@ pub(super) async fn last(
             commands: Some(HashMap::new()),
             ..AggregateState::default()
         }),
-        Err(e) => Err(JetStreamError::request(format!("look up the last event of {key}"), e).into()),
+        Err(e) => {
+            Err(JetStreamError::request(format!("look up the last event of {key}"), e).into())
+        }
     }
 }
