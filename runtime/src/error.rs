@@ -8,7 +8,7 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-use crate::event::Codec;
+use crate::codec::Codec;
 
 /// Displays an error followed by each of its [`source`](Error::source)s: `a: b: c`.
 ///

@@ -37,6 +37,7 @@
 
 mod aggregate;
 mod attachments;
+mod codec;
 mod error;
 mod event;
 mod event_set;

@@ -9,7 +9,7 @@ use super::append::{self, Guard, Published};
 use super::cache::{self, AggregateState, Head};
 use super::error::JetStreamError;
 use super::headers;
-use super::store::JetStreamStore;
+use super::shared::Shared;
 use crate::store::{AggregateKey, AppendOutcome, ExpectedVersion, NewEvent, StoreError};
 
 /// How many times an [`ExpectedVersion::Any`] append is sent after losing a race.
@@ -28,7 +28,7 @@ struct Known {
 }
 
 pub(super) async fn append(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     expected: ExpectedVersion,
     command_id: Option<&str>,
@@ -38,7 +38,7 @@ pub(super) async fn append(
     let filter = store.filter(key);
     let stem = &filter[..filter.len() - 2];
     // Only what the append needs is copied out of the cache, never the whole state.
-    let mut known = match store.inner.cache.head(key, command_id) {
+    let mut known = match store.cache.head(key, command_id) {
         Some(head) => Known { head, fresh: false },
         None => Known {
             head: fresh(store, key, command_id).await?,
@@ -91,7 +91,7 @@ pub(super) async fn append(
             key,
         };
         let messages = append::messages(&guard, &events, head.version + 1);
-        let publish = append::commit(&store.inner.client, &store.inner.batches, messages);
+        let publish = append::commit(&store.client, &store.batches, messages);
         match store.unless_refused(stem, publish).await {
             Ok(Published::Stored(last_position)) => {
                 return Ok(record(store, key, head, command_id, events, last_position));
@@ -124,7 +124,7 @@ fn conflict(key: &AggregateKey, expected: u64, actual: u64) -> StoreError {
 
 /// Refuses events the server would refuse for their size, before anything is sent.
 fn check_sizes(
-    store: &JetStreamStore,
+    store: &Shared,
     command_id: Option<&str>,
     events: &[NewEvent],
 ) -> Result<(), JetStreamError> {
@@ -144,7 +144,7 @@ fn check_sizes(
 
 /// Remembers a stored commit: the new version and position, and the command's outcome.
 fn record(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     head: Head,
     command_id: Option<&str>,
@@ -157,8 +157,7 @@ fn record(
         last_position,
         duplicate: false,
     };
-    let inner = &store.inner;
-    inner.cache.appended(key, head.version, outcome, command_id);
+    store.cache.appended(key, head.version, outcome, command_id);
     // The cached history, if any, is left to catch up on its next load (one read it makes
     // anyway): extending it here would cost every append a copy of its events.
     outcome
@@ -167,12 +166,12 @@ fn record(
 /// After a publish whose outcome is unknown (timeout, lost connection, refused batch): forget
 /// the version, and for an idempotent command look whether it landed.
 async fn unknown_outcome(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     command_id: Option<&str>,
     error: JetStreamError,
 ) -> Result<AppendOutcome, StoreError> {
-    store.inner.cache.remove(key);
+    store.cache.remove(key);
     if command_id.is_some() {
         if let Ok(Head {
             prior: Some(first), ..
@@ -189,22 +188,22 @@ async fn unknown_outcome(
 
 /// What an append with `command_id` needs to know of `key`: from the cache, or the server.
 pub(super) async fn head(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     command_id: Option<&str>,
 ) -> Result<Head, StoreError> {
-    match store.inner.cache.head(key, command_id) {
+    match store.cache.head(key, command_id) {
         Some(head) => Ok(head),
         None => fresh(store, key, command_id).await,
     }
 }
 
 async fn refreshed(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     command_id: Option<&str>,
 ) -> Result<Known, StoreError> {
-    store.inner.cache.remove(key);
+    store.cache.remove(key);
     Ok(Known {
         head: fresh(store, key, command_id).await?,
         fresh: true,
@@ -213,7 +212,7 @@ async fn refreshed(
 
 /// Current state from the server, with the command's first outcome when `command_id` is given.
 async fn fresh(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     command_id: Option<&str>,
 ) -> Result<Head, StoreError> {
@@ -226,7 +225,7 @@ async fn fresh(
         last_seq: state.last_seq,
         prior: None,
     };
-    store.inner.cache.put(key, state);
+    store.cache.put(key, state);
     Ok(head)
 }
 
@@ -234,7 +233,7 @@ async fn fresh(
 /// with `command_id` needs (the command's first outcome is found even when the aggregate has
 /// too many command ids to cache).
 async fn scan(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     command_id: Option<&str>,
 ) -> Result<Head, StoreError> {
@@ -245,8 +244,8 @@ async fn scan(
         last_seq: state.last_seq,
         prior: command_id.and_then(|command| cache::outcome_of(&events, command)),
     });
-    store.inner.cache.put(key, state);
-    store.inner.histories.put(key, 1, 0, events);
+    store.cache.put(key, state);
+    store.histories.put(key, 1, 0, events);
     Ok(head)
 }
 
@@ -254,18 +253,18 @@ async fn scan(
 /// aggregate's tail) instead of reading its whole history again, which on a contended
 /// aggregate with a long history would make every conflict cost the whole history.
 async fn catch_up(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     command_id: Option<&str>,
 ) -> Result<Head, StoreError> {
-    let cache = &store.inner.cache;
+    let cache = &store.cache;
     if let Some(known) = cache.head(key, command_id) {
         let filter = store.filter(key);
         let start = known.last_seq + 1;
         let newer =
             super::read::read(&store.reader(), &filter, start, usize::MAX, |_| true).await?;
         if newer.is_empty() || cache.extend_known(key, known.version + 1, &newer) {
-            store.inner.histories.extend(key, newer);
+            store.histories.extend(key, newer);
             if let Some(head) = cache.head(key, command_id) {
                 return Ok(head);
             }
@@ -277,19 +276,11 @@ async fn catch_up(
 
 /// The aggregate's version and last stream sequence, read through the stream leader (never
 /// direct get, which a follower may answer a moment behind).
-pub(super) async fn last(
-    store: &JetStreamStore,
-    key: &AggregateKey,
-) -> Result<AggregateState, StoreError> {
+pub(super) async fn last(store: &Shared, key: &AggregateKey) -> Result<AggregateState, StoreError> {
     let filter = store.filter(key);
-    match store
-        .inner
-        .stream
-        .get_last_raw_message_by_subject(&filter)
-        .await
-    {
+    match store.stream.get_last_raw_message_by_subject(&filter).await {
         Ok(message) => {
-            let prefix_len = store.inner.config.prefix.len();
+            let prefix_len = store.config.prefix.len();
             let rest = message.subject.get(prefix_len + 1..).unwrap_or("");
             let event = headers::decode(rest, message.sequence, &message.headers, message.payload)?;
             let mut state = AggregateState::default();

@@ -5,12 +5,12 @@ use tracing::Instrument;
 
 use super::cache::AggregateState;
 use super::read;
-use super::store::JetStreamStore;
+use super::shared::Shared;
 use crate::store::{AggregateKey, StoreError, StoredEvent};
 
 /// Loads `key` from `from_sequence` inside the `jetsource.load` span.
 pub(super) async fn traced(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     from_sequence: u64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
@@ -29,11 +29,11 @@ pub(super) async fn traced(
 }
 
 async fn load(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     from_sequence: u64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    if let Some(cached) = store.inner.histories.from(key, from_sequence) {
+    if let Some(cached) = store.histories.from(key, from_sequence) {
         // What was appended since the cached run ends; usually nothing, in one direct get.
         let filter = store.filter(key);
         let start = cached.last_position + 1;
@@ -46,30 +46,25 @@ async fn load(
             let mut events = cached.events;
             let skip = newer.partition_point(|e| e.sequence < from_sequence);
             events.extend_from_slice(&newer[skip..]);
-            store.inner.histories.extend(key, newer);
+            store.histories.extend(key, newer);
             return Ok(events);
         }
         // The stream does not go on from the cached run (it was purged or rewritten): forget it.
-        store.inner.histories.remove(key);
+        store.histories.remove(key);
     }
     let (start, before) = start_of(store, key, from_sequence);
     // How many events the read will go through, when the cache knows (it picks the read path).
-    let expected =
-        (store.inner.cache.head(key, None)).map(|head| head.version.saturating_sub(before));
+    let expected = (store.cache.head(key, None)).map(|head| head.version.saturating_sub(before));
     let filter = store.filter(key);
     let mut events = read::load(&store.reader(), &filter, start, expected, |_| true).await?;
     // Remember what the load showed, so the append that usually follows needs no lookup, and
     // the next load reads only what follows.
     if before == 0 {
-        store
-            .inner
-            .cache
-            .put(key, AggregateState::from_history(&events));
+        store.cache.put(key, AggregateState::from_history(&events));
     } else {
         remember(store, key, before, start - 1, &events);
     }
     store
-        .inner
         .histories
         .put(key, before + 1, start - 1, events.clone());
     events.retain(|e| e.sequence >= from_sequence);
@@ -78,20 +73,16 @@ async fn load(
 
 /// Where a read of `key` from `from_sequence` starts (a stream sequence), and the aggregate
 /// version just before that point.
-fn start_of(store: &JetStreamStore, key: &AggregateKey, from_sequence: u64) -> (u64, u64) {
+fn start_of(store: &Shared, key: &AggregateKey, from_sequence: u64) -> (u64, u64) {
     // Reading on from a version whose position the cache knows: start right after it.
     let known = match from_sequence {
         1 => Some(0),
-        _ => store.inner.cache.position_of(key, from_sequence - 1),
+        _ => store.cache.position_of(key, from_sequence - 1),
     };
     if let Some(position) = known {
         return (position + 1, from_sequence - 1);
     }
-    let anchors = store
-        .inner
-        .anchors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let anchors = store.anchors.lock().unwrap_or_else(|p| p.into_inner());
     match anchors.get(key).copied() {
         Some((version, position)) if version < from_sequence => (position + 1, version),
         _ => (1, 0),
@@ -101,13 +92,13 @@ fn start_of(store: &JetStreamStore, key: &AggregateKey, from_sequence: u64) -> (
 /// Tells the version cache what a read showed: `events` follow version `before`, whose event is
 /// at `position`.
 fn remember(
-    store: &JetStreamStore,
+    store: &Shared,
     key: &AggregateKey,
     before: u64,
     position: u64,
     events: &[StoredEvent],
 ) {
-    let cache = &store.inner.cache;
+    let cache = &store.cache;
     if !events.is_empty() {
         cache.extend(key, before + 1, events);
     } else if before > 0 && cache.head(key, None).is_none() {

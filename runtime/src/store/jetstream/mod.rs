@@ -72,6 +72,7 @@ mod load;
 mod publish;
 mod read;
 mod refusals;
+mod shared;
 mod snapshot;
 mod store;
 

@@ -12,13 +12,13 @@ use super::connect::ConnectOptions;
 use super::error::JetStreamError;
 use super::history::{Histories, DEFAULT_HISTORY_BYTES};
 use super::refusals::Refusals;
+use super::shared::Shared;
 use super::{commit, load, read, snapshot};
 use crate::store::contract::{self, AppendShape};
 use crate::store::{
     AggregateKey, AppendOutcome, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
     StoredEvent,
 };
-use crate::wire;
 
 /// Aggregates whose (version, last sequence) the store remembers, unless configured otherwise.
 pub(crate) const DEFAULT_CACHE_CAPACITY: usize = 100_000;
@@ -43,29 +43,7 @@ const MAX_OPEN_BATCHES: usize = 32;
 /// ```
 #[derive(Clone)]
 pub struct JetStreamStore {
-    pub(super) inner: Arc<Inner>,
-}
-
-pub(super) struct Inner {
-    pub client: async_nats::Client,
-    pub stream: jetstream::stream::Stream,
-    pub kv: kv::Store,
-    pub config: StreamConfig,
-    pub timeout: Duration,
-    /// Per aggregate: version, last stream sequence, command outcomes.
-    pub cache: Cache,
-    /// Per aggregate: its recent events.
-    pub histories: Histories,
-    /// (version, position) pairs learned from snapshots, so a load from `version + 1` starts
-    /// at `position + 1` instead of the stream's start.
-    pub anchors: Mutex<HashMap<AggregateKey, (u64, u64)>>,
-    /// The server keeps at most 50 open atomic batches per stream (error 10210 past it).
-    pub batches: tokio::sync::Semaphore,
-    /// The server's max payload when the store was opened (reading it per append would copy
-    /// the whole server info); 0 when unknown.
-    pub max_payload: usize,
-    /// Publishes the server refused (recorded only on connections the store opened itself).
-    pub refusals: Refusals,
+    pub(super) inner: Arc<Shared>,
 }
 
 impl std::fmt::Debug for JetStreamStore {
@@ -119,7 +97,7 @@ impl JetStreamStore {
         let stream = ensure_stream(&js, &config).await?;
         let kv = ensure_bucket(&js, &config).await?;
         Ok(JetStreamStore {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Shared {
                 max_payload: client.server_info().max_payload,
                 client,
                 stream,
@@ -157,31 +135,9 @@ impl JetStreamStore {
         &self.inner.client
     }
 
-    /// `<prefix>.<type>.<id>.*`: all events of the aggregate.
-    pub(super) fn filter(&self, key: &AggregateKey) -> String {
-        wire::aggregate_filter(
-            &self.inner.config.prefix,
-            key.aggregate_type,
-            key.id.as_str(),
-        )
-    }
-
-    pub(super) fn reader(&self) -> read::Reader<'_> {
-        read::Reader {
-            client: &self.inner.client,
-            handle: &self.inner.stream,
-            stream: &self.inner.config.name,
-            prefix_len: self.inner.config.prefix.len(),
-            timeout: self.inner.timeout,
-        }
-    }
-
     /// The server's max payload (0 when unknown).
     pub(crate) fn max_payload(&self) -> usize {
-        match self.inner.max_payload {
-            0 => self.inner.client.server_info().max_payload,
-            known => known,
-        }
+        self.inner.max_payload()
     }
 
     /// Runs `publish` (messages under `stem`) until its ack or a refusal of its subject.
@@ -190,11 +146,7 @@ impl JetStreamStore {
         stem: &str,
         publish: impl std::future::Future<Output = Result<T, JetStreamError>>,
     ) -> Result<T, JetStreamError> {
-        let timeout = self.inner.timeout;
-        self.inner
-            .refusals
-            .unless_refused(stem, timeout, publish)
-            .await
+        self.inner.unless_refused(stem, publish).await
     }
 }
 
@@ -208,7 +160,7 @@ impl EventStore for JetStreamStore {
     ) -> Result<AppendOutcome, StoreError> {
         contract::check_append(key, command_id, &events)?;
         let shape = AppendShape::of(&events);
-        let append = commit::append(self, key, expected, command_id, events);
+        let append = commit::append(&self.inner, key, expected, command_id, events);
         contract::traced_append(key, expected, shape, append).await
     }
 
@@ -222,7 +174,7 @@ impl EventStore for JetStreamStore {
         command_id: &str,
     ) -> Result<Option<AppendOutcome>, StoreError> {
         contract::check_key(key)?;
-        let head = commit::head(self, key, Some(command_id)).await?;
+        let head = commit::head(&self.inner, key, Some(command_id)).await?;
         Ok(head.prior.map(|first| AppendOutcome {
             duplicate: true,
             ..first
@@ -235,7 +187,7 @@ impl EventStore for JetStreamStore {
         from_sequence: u64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         contract::check_key(key)?;
-        load::traced(self, key, from_sequence).await
+        load::traced(&self.inner, key, from_sequence).await
     }
 
     async fn read_all(
@@ -244,7 +196,10 @@ impl EventStore for JetStreamStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let filter = self.inner.config.subject_filter();
-        read::read(&self.reader(), &filter, from_position, limit, |_| true).await
+        read::read(&self.inner.reader(), &filter, from_position, limit, |_| {
+            true
+        })
+        .await
     }
 
     async fn load_snapshot(&self, key: &AggregateKey) -> Result<Option<Snapshot>, StoreError> {
