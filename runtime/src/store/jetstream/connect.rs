@@ -8,6 +8,7 @@ use super::error::JetStreamError;
 
 /// Credentials presented to the server.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Credentials {
     /// No credentials.
     None,
