@@ -1,6 +1,6 @@
 //! What can go wrong, phrased for the person at the terminal.
 
-use jetsource::{AggregateId, InvalidId, JetStreamError, MAX_ID_BYTES};
+use jetsource::{AggregateId, ErrorChain, InvalidId, JetStreamError, MAX_ID_BYTES};
 
 /// A failed command. Each message is one line that says what failed and, where it helps, what
 /// to do; [`redact`] removes secrets before it is printed.
@@ -166,22 +166,9 @@ impl CliError {
     }
 }
 
-/// `error` and each of its sources, `a: b: c`; a source whose text the one before already
-/// shows (as async-nats' errors do) is not repeated.
+/// `error` and each of its sources, `a: b: c`, each text once (the runtime's [`ErrorChain`]).
 pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut last = text.clone();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let shown = cause.to_string();
-        if !shown.is_empty() && !last.contains(&shown) {
-            text.push_str(": ");
-            text.push_str(&shown);
-        }
-        last = shown;
-        source = cause.source();
-    }
-    text
+    ErrorChain(error).to_string()
 }
 
 /// The sources of `error` as [`chain`] shows them, or `error` itself when it has none.
