@@ -79,26 +79,29 @@ fn key(id: &str) -> AggregateKey {
 
 fn occ_headers(wildcard: &str, last: u64) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert("Nats-Expected-Last-Subject-Sequence", last.to_string());
-    h.insert("Nats-Expected-Last-Subject-Sequence-Subject", wildcard);
-    h.insert("Jetsource-Event-Name", "deposited");
+    h.insert(
+        jetsource::wire::EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER,
+        last.to_string(),
+    );
+    h.insert(
+        jetsource::wire::EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT_HEADER,
+        wildcard,
+    );
     h
 }
 
-/// The OCC headers plus the event metadata jetsource stores with every event (id, name,
-/// version, codec, aggregate version, correlation id, timestamp), built the plain way.
+/// The OCC headers plus the metadata jetsource stores with every event, in its wire format
+/// (`jetsource::wire::EventHeader`).
 fn full_headers(wildcard: &str, last: u64, version: u64) -> HeaderMap {
     let mut h = occ_headers(wildcard, last);
-    h.insert("Jetsource-Event-Id", uuid::Uuid::now_v7().to_string());
-    h.insert("Jetsource-Event-Version", "1");
-    h.insert("Jetsource-Codec", "json");
-    h.insert("Jetsource-Sequence", version.to_string());
-    h.insert("Jetsource-Correlation-Id", "c");
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    h.insert("Jetsource-Timestamp", nanos.to_string());
+    let header = jetsource::wire::EventHeader {
+        sequence: version,
+        id: uuid::Uuid::now_v7(),
+        version: 1,
+        codec: Codec::Json,
+        timestamp: SystemTime::now(),
+    };
+    h.insert(jetsource::wire::EVENT_HEADER, header.encode());
     h
 }
 

@@ -134,16 +134,10 @@ async fn run(url: &str) {
         }
         _ => {}
     }
-    // Cached and uncached commands, each on a fresh stream.
-    let stream = format!("JSPEERS_C{round}");
-    let repo = Repository::<Account, _>::new(open(url, &stream).await).with_cache(10_000);
-    let rate = commands(&repo, AGGREGATES, COMMANDS_PER_AGGREGATE, |t| {
-        format!("a{t}")
-    })
-    .await;
-    println!("jetsource_cached_commands_per_s {rate:.0}");
-    delete_stream(url, &stream).await;
+    cached(url, round).await;
+    raw_same_messages(url, round).await;
 
+    // Uncached commands, on a fresh stream.
     let stream = format!("JSPEERS_U{round}");
     let repo = Repository::<Account, _>::new(open(url, &stream).await);
     let rate = commands(&repo, AGGREGATES, COMMANDS_PER_AGGREGATE, |t| {

@@ -27,6 +27,11 @@ bash scripts/install-mdbook.sh
 # as tests, a full measurement in a debug build. CI's clippy step still compiles them.
 cargo test --workspace --all-features --lib --bins --tests --examples
 cargo test --workspace --all-features --doc
+# Short runs of the benchmarks' workloads, in a debug build on their own servers: each checks
+# what it measures (every command applied, every history loaded whole). The figures in the
+# README come from release runs (`cargo bench`, `../shared/peers/run.sh`).
+LOAD_CURVE=5000 cargo test -p jetsource-tests --bench load_curve
+cargo test -p jetsource-tests --bench peers
 # What a user gets with `default-features = false`: the in-memory store and subscribers and the
 # fixtures, without async-nats (unit tests and doc tests).
 cargo test -p jetsource --no-default-features
