@@ -175,41 +175,29 @@ pub fn message(
     lines.join("\n")
 }
 
-/// A duration as people write it, and as the duration flags read it back: `0s`, `150ms`,
-/// `2s`, `1.5s`, `1m30s`, `7d`.
+/// A duration as people write it, in the runtime's style, and as the duration flags read it
+/// back: `0s`, `150ms`, `2s`, `1s 500ms`, `1m 30s`, `7d`.
 pub fn duration(d: Duration) -> String {
-    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
-    if secs == 0 {
-        return match nanos {
-            0 => "0s".to_owned(),
-            n if n % 1_000_000 == 0 => format!("{}ms", n / 1_000_000),
-            n if n % 1_000 == 0 => format!("{}us", n / 1_000),
-            n => format!("{n}ns"),
-        };
+    let (secs, nanos) = (d.as_secs(), u64::from(d.subsec_nanos()));
+    let parts = [
+        (secs / 86_400, "d"),
+        (secs / 3_600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (nanos / 1_000_000, "ms"),
+        (nanos / 1_000 % 1_000, "us"),
+        (nanos % 1_000, "ns"),
+    ];
+    let shown: Vec<String> = parts
+        .iter()
+        .filter(|(value, _)| *value > 0)
+        .map(|(value, unit)| format!("{value}{unit}"))
+        .collect();
+    if shown.is_empty() {
+        "0s".to_owned()
+    } else {
+        shown.join(" ")
     }
-    let mut out = String::new();
-    let (days, hours, minutes, seconds) = (
-        secs / 86_400,
-        secs % 86_400 / 3_600,
-        secs % 3_600 / 60,
-        secs % 60,
-    );
-    for (value, unit) in [(days, "d"), (hours, "h"), (minutes, "m")] {
-        if value > 0 {
-            let _ = write!(out, "{value}{unit}");
-        }
-    }
-    match (seconds, nanos) {
-        (0, 0) => {}
-        (s, 0) => {
-            let _ = write!(out, "{s}s");
-        }
-        (s, n) => {
-            let fraction = format!("{n:09}");
-            let _ = write!(out, "{s}.{}s", fraction.trim_end_matches('0'));
-        }
-    }
-    out
 }
 
 /// A UTC timestamp, e.g. `2025-06-01T12:00:00.123456789Z`.
@@ -419,15 +407,15 @@ mod tests {
         for (duration, text) in [
             (Duration::ZERO, "0s"),
             (Duration::from_millis(150), "150ms"),
-            (Duration::from_micros(1_500), "1500us"),
+            (Duration::from_micros(1_500), "1ms 500us"),
             (Duration::from_nanos(7), "7ns"),
             (Duration::from_secs(2), "2s"),
-            (Duration::from_millis(1_500), "1.5s"),
-            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_millis(1_500), "1s 500ms"),
+            (Duration::from_secs(90), "1m 30s"),
             (Duration::from_secs(120), "2m"),
-            (Duration::from_secs(3_600 + 1), "1h1s"),
+            (Duration::from_secs(3_600 + 1), "1h 1s"),
             (Duration::from_secs(7 * 86_400), "7d"),
-            (Duration::from_secs(400 * 86_400 + 7_200), "400d2h"),
+            (Duration::from_secs(400 * 86_400 + 7_200), "400d 2h"),
         ] {
             assert_eq!(self::duration(duration), text);
             assert_eq!(humantime::parse_duration(text), Ok(duration), "{text}");

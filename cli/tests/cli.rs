@@ -627,6 +627,16 @@ async fn stream_config_create_makes_the_stream_show_describes() {
          File; nothing was changed (pass --update-existing to change the stream)"
     );
 
+    // Durations as people write them.
+    let mut without_max_age = vec!["stream-config", "create"];
+    without_max_age.extend(&flags[..8]);
+    let err = jetsource_at(&server, &without_max_age).await.failure();
+    assert_eq!(
+        err,
+        "error: stream ORDERS exists with max_age = 7d, but the configuration asks for 0s (no \
+         limit); nothing was changed (pass --update-existing to change the stream)"
+    );
+
     let err = jetsource(&[
         "stream-config",
         "show",
