@@ -250,6 +250,23 @@ async fn loads(url: &str, round: u32) {
         assert_eq!(loaded.state.deposits, LOAD_EVENTS as u64);
     }
     println!("jetsource_load_1000_events_ms {:.2}", median(cold));
+    // The store's part of a cold load: the events read and decoded, without the aggregate's
+    // payload decoding and replay.
+    let key = jetsource::AggregateKey::new("account", jetsource::AggregateId::new("big").unwrap());
+    let mut store_only = Vec::new();
+    for _ in 0..rounds {
+        let store = open(url, &stream).await;
+        let started = Instant::now();
+        let events = jetsource::EventStore::load(&store, &key, 1)
+            .await
+            .expect("load");
+        store_only.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(events.len(), LOAD_EVENTS);
+    }
+    println!(
+        "jetsource_load_1000_store_only_ms {:.2}",
+        median(store_only)
+    );
     let mut warm = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();
