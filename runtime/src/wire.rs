@@ -74,6 +74,9 @@ pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 /// The NATS dedupe header; carries the command id of an idempotent append.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
+/// A copy of an event's `Nats-Msg-Id` where NATS control headers cannot go (a dead letter is
+/// republished without them), so its command id survives; read when `Nats-Msg-Id` is absent.
+pub const ORIGINAL_MSG_ID_HEADER: &str = "Jetsource-Original-Msg-Id";
 /// The optimistic-concurrency guard: stream sequence of the aggregate's last event.
 pub const EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER: &str = "Nats-Expected-Last-Subject-Sequence";
 /// Which subjects the guard covers: `<prefix>.<type>.<id>.*`.
@@ -407,10 +410,10 @@ impl EventMetadata {
         let causation_id = get(CAUSATION_HEADER).map(str::to_owned);
         if let Some(value) = get(EVENT_HEADER) {
             let header = EventHeader::parse(value)?;
-            let command_id = get(MSG_ID_HEADER)
-                .and_then(|msg_id| {
-                    command_of_message_id(parts.aggregate_type, parts.aggregate_id, msg_id)
-                })
+            let command_of =
+                |msg_id| command_of_message_id(parts.aggregate_type, parts.aggregate_id, msg_id);
+            let command_id = (get(MSG_ID_HEADER).and_then(command_of))
+                .or_else(|| get(ORIGINAL_MSG_ID_HEADER).and_then(command_of))
                 .map(str::to_owned);
             let correlation_id = get(CORRELATION_HEADER)
                 .map_or_else(|| header.id.hyphenated().to_string(), str::to_owned);

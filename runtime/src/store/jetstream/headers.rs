@@ -22,6 +22,8 @@ pub(crate) mod name {
     pub(crate) const CAUSATION: HeaderName = HeaderName::from_static(wire::CAUSATION_HEADER);
     pub(crate) const TRACEPARENT: HeaderName = HeaderName::from_static(wire::TRACEPARENT_HEADER);
     pub(crate) const MSG_ID: HeaderName = HeaderName::from_static(wire::MSG_ID_HEADER);
+    pub(crate) const ORIGINAL_MSG_ID: HeaderName =
+        HeaderName::from_static(wire::ORIGINAL_MSG_ID_HEADER);
     pub(crate) const EXPECTED_SUBJECT_SEQ: HeaderName =
         HeaderName::from_static(wire::EXPECTED_LAST_SUBJECT_SEQUENCE_HEADER);
     pub(crate) const EXPECTED_SUBJECT_SEQ_SUBJECT: HeaderName =
@@ -122,10 +124,10 @@ pub(crate) fn decode(
     };
     let header = EventHeader::parse(value)
         .map_err(|e| unreadable(position, format!("header {}", wire::EVENT_HEADER), e))?;
-    let command_id = get(headers, name::MSG_ID)
-        .and_then(|msg_id| {
-            wire::command_of_message_id(parts.aggregate_type, parts.aggregate_id, msg_id)
-        })
+    let command_of =
+        |msg_id| wire::command_of_message_id(parts.aggregate_type, parts.aggregate_id, msg_id);
+    let command_id = (get(headers, name::MSG_ID).and_then(command_of))
+        .or_else(|| get(headers, name::ORIGINAL_MSG_ID).and_then(command_of))
         .map(str::to_owned);
     let correlation_id = match get(headers, name::CORRELATION) {
         Some(correlation) => correlation.to_owned(),

@@ -100,6 +100,15 @@ pub(crate) fn dead_letter_headers(
     if let Some(original) = original {
         for (name, values) in original.iter() {
             let name: &str = name.as_ref();
+            if name == MSG_ID {
+                // The event's own message id carries its command id, which would be lost with
+                // the NATS headers; a letter's (`dlq:...`) is not the event's.
+                let own = values.first().filter(|id| !id.as_str().starts_with("dlq:"));
+                if let Some(msg_id) = own {
+                    headers.insert(crate::wire::ORIGINAL_MSG_ID_HEADER, msg_id.as_str());
+                }
+                continue;
+            }
             if name.starts_with("Nats-") || name.starts_with("Jetsource-Dlq-") {
                 continue;
             }
@@ -325,4 +334,41 @@ fn parse(seq: u64, msg: &async_nats::jetstream::message::StreamMessage) -> Optio
         headers,
         payload: msg.payload.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::jetstream::headers;
+
+    #[test]
+    fn a_letter_keeps_the_events_command_id_but_not_its_own_message_id() {
+        let mut original = HeaderMap::new();
+        original.insert(
+            crate::wire::EVENT_HEADER,
+            "1 3 0190a1b27c3d7e4f8a9b0c1d2e3f4a5b 1 json 7",
+        );
+        original.insert(MSG_ID, "account.a1:cmd-7:0");
+        let draft = DeadLetterDraft {
+            event_stream: "BANK",
+            durable: "mailer",
+            reason: DeadLetterReason::Undecodable,
+            error: "bad",
+            original_subject: "bank.account.a1.opened",
+            position: 9,
+            deliveries: 1,
+            dedupe: "m:9".into(),
+        };
+        let letter = dead_letter_headers(Some(&original), &draft);
+        let event = headers::decode("account.a1.opened", 9, &letter, Bytes::new()).unwrap();
+        assert_eq!(event.command_id.as_deref(), Some("cmd-7"));
+        // Dead-lettered again (after a redrive): the letter's own id is not taken for the event's.
+        let again = dead_letter_headers(Some(&letter), &draft);
+        assert_eq!(
+            again
+                .get(crate::wire::ORIGINAL_MSG_ID_HEADER)
+                .map(|v| v.as_str()),
+            Some("account.a1:cmd-7:0")
+        );
+    }
 }
