@@ -462,9 +462,15 @@ struct Committed {
 async fn many_writers_on_few_aggregates_keep_gapless_histories_with_each_command_once() {
     let (writers, aggregates, commands) = if soak() { (32, 4, 500) } else { (32, 4, 25) };
     let server = NatsServer::start();
-    let store = support::store(&server, "CROWD").await;
+    // Writers of one store take turns per aggregate and never conflict with each other; the
+    // writers here share 8 stores, each its own connection, as 8 processes would.
+    let mut stores = Vec::new();
+    for _ in 0..8 {
+        stores.push(support::store(&server, "CROWD").await);
+    }
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
+            let store = &stores[w % stores.len()];
             let repo =
                 Repository::<Account, _>::new(store.clone()).with_conflict_retries(1_000_000);
             tokio::spawn(async move {

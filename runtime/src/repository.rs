@@ -59,7 +59,7 @@ pub enum RepositoryError {
     #[error(transparent)]
     InvalidId(#[from] InvalidId),
     /// A stored event of the aggregate could not be decoded; nothing was changed.
-    #[error("cannot replay {aggregate} at sequence {sequence}: {source}")]
+    #[error("cannot replay {aggregate} at sequence {sequence}")]
     Decode {
         /// The aggregate.
         aggregate: AggregateKey,
@@ -315,6 +315,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 version: snapshot.version,
             })),
             Some(Err(error)) => {
+                let error = crate::ErrorChain(&error);
                 tracing::warn!(aggregate = %key, %error, "snapshot does not decode, replaying in full");
                 Ok(None)
             }
@@ -352,9 +353,9 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                 self.store
                     .save_snapshot(key, snapshot)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| crate::ErrorChain(&e).to_string())
             }
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(crate::ErrorChain(&error).to_string()),
         };
         if let Err(error) = result {
             tracing::warn!(aggregate = %key, %error, "snapshot not saved");

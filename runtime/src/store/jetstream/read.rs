@@ -179,7 +179,12 @@ async fn pull_all(
         .await
     {
         Ok(messages) => messages,
-        Err(e) => return fail(next, JetStreamError::Client(e.to_string()).into()),
+        Err(e) => {
+            return fail(
+                next,
+                JetStreamError::request("pull the load consumer", e).into(),
+            )
+        }
     };
     let mut delivered = 0u64;
     loop {
@@ -191,12 +196,20 @@ async fn pull_all(
                     JetStreamError::Client("consumer stream ended".into()).into(),
                 )
             }
-            Ok(Some(Err(e))) => return fail(next, JetStreamError::Client(e.to_string()).into()),
+            Ok(Some(Err(e))) => {
+                return fail(
+                    next,
+                    JetStreamError::request("read the load consumer", e).into(),
+                )
+            }
             Ok(Some(Ok(message))) => message,
         };
         let (position, consumer_seq, left) = match message.info() {
             Ok(info) => (info.stream_sequence, info.consumer_sequence, info.pending),
-            Err(e) => return fail(next, JetStreamError::Protocol(e.to_string()).into()),
+            Err(e) => {
+                let error = JetStreamError::request("read a load message's metadata", e);
+                return fail(next, error.into());
+            }
         };
         delivered += 1;
         if consumer_seq != delivered || position < next {
