@@ -249,29 +249,11 @@ pub(crate) use crate::store::outcome_of;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AggregateId, Codec};
 
-    fn key() -> AggregateKey {
-        AggregateKey::new("account", AggregateId::new("a1").unwrap())
-    }
+    use crate::store::jetstream::fixture::key;
 
     fn event(sequence: u64, command: &str) -> StoredEvent {
-        StoredEvent {
-            id: uuid::Uuid::now_v7(),
-            aggregate_type: "account".into(),
-            aggregate_id: "a1".into(),
-            sequence,
-            position: sequence * 10,
-            name: "deposited".into(),
-            version: 1,
-            codec: Codec::Json,
-            payload: bytes::Bytes::from_static(b"{}"),
-            timestamp: std::time::SystemTime::now(),
-            correlation_id: "c".into(),
-            causation_id: None,
-            command_id: Some(command.into()),
-            headers: Default::default(),
-        }
+        crate::store::jetstream::fixture::event(sequence, Some(command))
     }
 
     #[test]

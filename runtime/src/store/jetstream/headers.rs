@@ -96,6 +96,14 @@ fn is_own_id(correlation: &str, id: Uuid) -> bool {
         && correlation == id.hyphenated().encode_lower(&mut Uuid::encode_buffer())
 }
 
+fn corrupt(position: u64, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        position,
+        reason,
+        source: None,
+    }
+}
+
 fn get(headers: &HeaderMap, name: HeaderName) -> Option<&str> {
     headers.get(name).map(HeaderValue::as_str)
 }
@@ -109,11 +117,7 @@ pub(crate) fn decode(
     headers: &HeaderMap,
     payload: Bytes,
 ) -> Result<StoredEvent, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        position,
-        reason,
-        source: None,
-    };
+    let corrupt = |reason: String| corrupt(position, reason);
     let Some(parts) = wire::parse_subject_tail(subject_rest) else {
         return Err(corrupt(format!(
             "subject tail {subject_rest:?} is not <type>.<id>.<event>"
@@ -185,11 +189,7 @@ fn decode_legacy(
     payload: Bytes,
 ) -> Result<StoredEvent, StoreError> {
     use name::legacy_name;
-    let corrupt = |reason: String| StoreError::Corrupt {
-        position,
-        reason,
-        source: None,
-    };
+    let corrupt = |reason: String| corrupt(position, reason);
     let unreadable = |name: &str, error: Box<dyn std::error::Error + Send + Sync>| {
         unreadable(position, format!("header {name}"), error)
     };

@@ -190,29 +190,12 @@ impl Histories {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AggregateId, Codec};
+    use crate::AggregateId;
 
-    fn key() -> AggregateKey {
-        AggregateKey::new("account", AggregateId::new("a1").unwrap())
-    }
+    use crate::store::jetstream::fixture::key;
 
     fn event(sequence: u64) -> StoredEvent {
-        StoredEvent {
-            id: uuid::Uuid::now_v7(),
-            aggregate_type: "account".into(),
-            aggregate_id: "a1".into(),
-            sequence,
-            position: sequence * 10,
-            name: "deposited".into(),
-            version: 1,
-            codec: Codec::Json,
-            payload: bytes::Bytes::from_static(b"{}"),
-            timestamp: std::time::SystemTime::now(),
-            correlation_id: "c".into(),
-            causation_id: None,
-            command_id: None,
-            headers: Default::default(),
-        }
+        crate::store::jetstream::fixture::event(sequence, None)
     }
 
     #[test]

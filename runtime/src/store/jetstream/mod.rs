@@ -81,3 +81,35 @@ pub use connect::{ConnectOptions, Credentials};
 pub use error::JetStreamError;
 pub use publish::{PublishError, PublishReceipt, Publisher};
 pub use store::JetStreamStore;
+
+/// Events and keys for the unit tests of this room.
+#[cfg(test)]
+pub(crate) mod fixture {
+    use crate::store::{AggregateKey, StoredEvent};
+    use crate::{AggregateId, Codec};
+
+    /// Aggregate `account/a1`.
+    pub(crate) fn key() -> AggregateKey {
+        AggregateKey::new("account", AggregateId::new("a1").unwrap())
+    }
+
+    /// Event `sequence` of `account/a1`, at position `sequence * 10`.
+    pub(crate) fn event(sequence: u64, command: Option<&str>) -> StoredEvent {
+        StoredEvent {
+            id: uuid::Uuid::now_v7(),
+            aggregate_type: "account".into(),
+            aggregate_id: "a1".into(),
+            sequence,
+            position: sequence * 10,
+            name: "deposited".into(),
+            version: 1,
+            codec: Codec::Json,
+            payload: bytes::Bytes::from_static(b"{}"),
+            timestamp: std::time::SystemTime::now(),
+            correlation_id: "c".into(),
+            causation_id: None,
+            command_id: command.map(str::to_owned),
+            headers: Default::default(),
+        }
+    }
+}
