@@ -344,6 +344,22 @@ async fn cached_state_is_revalidated_by_optimistic_concurrency() {
     assert_eq!(other.load("k").await.unwrap().state.total, 13);
 }
 
+#[tokio::test]
+async fn a_rejected_command_keeps_the_cached_state() {
+    let store = InMemoryStore::new();
+    let cached = Repository::<Counter, _>::new(store.clone()).with_cache(16);
+    let other = Repository::<Counter, _>::new(store.clone());
+    cached.execute("r", |c| increment(c, 1)).await.unwrap();
+    other.execute("r", |c| increment(c, 10)).await.unwrap();
+    let rejected = cached.execute("r", |c| increment(c, 2_000_000)).await;
+    assert!(matches!(rejected, Err(ExecuteError::Rejected(TooBig))));
+    // The state the rejection saw is still cached (stale, as the other writer moved on): the
+    // next command runs on it first, conflicts, and catches up. A dropped state would have
+    // been loaded fresh, in one attempt.
+    let next = cached.execute("r", |c| increment(c, 1)).await.unwrap();
+    assert_eq!((next.attempts, next.state.total), (2, 12));
+}
+
 #[test]
 fn fixture_given_when_then() {
     let state = AggregateFixture::<Counter>::given([Incremented { by: 4 }.into()])

@@ -450,7 +450,16 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let events = command(&loaded.state).map_err(ExecuteError::Rejected)?;
+            let events = match command(&loaded.state) {
+                Ok(events) => events,
+                Err(rejection) => {
+                    // Nothing changed: the state stays cached for the aggregate's next command.
+                    if let Some(cache) = &self.cache {
+                        cache.lock().put(key, loaded);
+                    }
+                    return Err(ExecuteError::Rejected(rejection));
+                }
+            };
             if events.is_empty() {
                 return Ok(self.cache_committed(
                     &key,
