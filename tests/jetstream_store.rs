@@ -50,9 +50,16 @@ async fn sixteen_writers_on_one_aggregate_never_lose_or_duplicate_a_version() {
     let server = NatsServer::start();
     let store = support::store(&server, "OCC").await;
     let repo = Repository::<Counter, _>::new(store.clone()).with_conflict_retries(100_000);
+    // Four connections, as four processes: writers of one store take turns on the aggregate,
+    // writers of different stores race through optimistic concurrency.
+    let mut repos = vec![repo.clone()];
+    for _ in 1..4 {
+        let other = support::store(&server, "OCC").await;
+        repos.push(Repository::<Counter, _>::new(other).with_conflict_retries(100_000));
+    }
     let writers = (0..16)
-        .map(|_| {
-            let repo = repo.clone();
+        .map(|w| {
+            let repo = repos[w % repos.len()].clone();
             tokio::spawn(async move {
                 for _ in 0..500 {
                     repo.execute("c1", |_: &Counter| {
