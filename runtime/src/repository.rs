@@ -437,14 +437,14 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         let _lane = lanes::enter(self.store.lane_scope(), &key).await;
         if let Some(command) = metadata.command_id.as_deref() {
             // A command that ran before returns its first outcome, without running again.
-            let first = self.store.command_outcome(&key, command).await;
+            let first = Box::pin(self.store.command_outcome(&key, command)).await;
             if let Some(first) = first.map_err(RepositoryError::from)? {
-                return Ok(self.first_outcome(&key, first, 0).await?);
+                return Ok(Box::pin(self.first_outcome(&key, first, 0)).await?);
             }
         }
         let mut loaded = match self.take_cached(&key) {
             Some(cached) => cached,
-            None => self.load_key(&key).await?,
+            None => Box::pin(self.load_key(&key)).await?,
         };
         let mut backoff = conflict_backoff(self.conflict_retries);
         let mut attempts = 0;
@@ -508,7 +508,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             match outcome {
                 // Another process ran the same command id meanwhile.
                 Ok(outcome) if outcome.duplicate => {
-                    return Ok(self.first_outcome(&key, outcome, attempts).await?);
+                    return Ok(Box::pin(self.first_outcome(&key, outcome, attempts)).await?);
                 }
                 Ok(outcome) => {
                     for event in events {
@@ -548,9 +548,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     // The command only read the state, so it is still the aggregate as of
                     // `loaded.version`: catching up on the newer events is enough, and keeps a
                     // contended aggregate from being replayed from the start on every retry.
-                    let newer = self
-                        .store
-                        .load(&key, loaded.version + 1)
+                    let newer = Box::pin(self.store.load(&key, loaded.version + 1))
                         .await
                         .map_err(RepositoryError::from)?;
                     replay(&key, &mut loaded, &newer)?;

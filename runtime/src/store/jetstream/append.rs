@@ -125,7 +125,8 @@ pub(crate) async fn commit(
     let policy = TOO_MANY_BATCHES_RETRY;
     let mut delay = policy.first_delay;
     for _ in 1..policy.attempts {
-        match batch(client, messages.clone()).await {
+        // Boxed: a batch's future is large, and one-event commits never need it.
+        match Box::pin(batch(client, messages.clone())).await {
             Err(JetStreamError::Api {
                 err_code: TOO_MANY_BATCHES,
                 ..
@@ -136,7 +137,7 @@ pub(crate) async fn commit(
             other => return other,
         }
     }
-    batch(client, messages).await
+    Box::pin(batch(client, messages)).await
 }
 
 /// Publishes one message and waits for its ack.

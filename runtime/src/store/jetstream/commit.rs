@@ -21,6 +21,10 @@ const ANY_VERSION_ATTEMPTS: u32 = 100;
 /// flight on a clustered stream (error 10164), which is a conflict like any other.
 const EXACT_VERSION_ATTEMPTS: u32 = 3;
 
+// The paths that read from the server are boxed where an append awaits them: they are rare,
+// and inline they would make every append's future (moved several times per call) many
+// kilobytes larger.
+
 /// What the append knows of the aggregate, and whether it came from the server just now.
 struct Known {
     head: Head,
@@ -41,7 +45,7 @@ pub(super) async fn append(
     let mut known = match store.cache.head(key, command_id) {
         Some(head) => Known { head, fresh: false },
         None => Known {
-            head: fresh(store, key, command_id).await?,
+            head: Box::pin(fresh(store, key, command_id)).await?,
             fresh: true,
         },
     };
@@ -66,7 +70,7 @@ pub(super) async fn append(
             // version above `v` is a certain conflict; one below may be stale.
             if v != head.version {
                 if !known.fresh && head.version < v {
-                    known = refreshed(store, key, command_id).await?;
+                    known = Box::pin(refreshed(store, key, command_id)).await?;
                     continue;
                 }
                 return Err(conflict(key, v, head.version));
@@ -91,23 +95,24 @@ pub(super) async fn append(
             key,
         };
         let messages = append::messages(&guard, &events, head.version + 1);
-        let publish = append::commit(&store.client, &store.batches, messages);
+        // Boxed once here rather than moved whole through the refusal watch.
+        let publish = Box::pin(append::commit(&store.client, &store.batches, messages));
         match store.unless_refused(stem, publish).await {
             Ok(Published::Stored(last_position)) => {
                 return Ok(record(store, key, head, command_id, events, last_position));
             }
             // Refused: certainly not stored, so what the store knows still holds.
             Err(error @ JetStreamError::PermissionDenied { .. }) => return Err(error.into()),
-            Err(error) => return unknown_outcome(store, key, command_id, error).await,
+            Err(error) => return Box::pin(unknown_outcome(store, key, command_id, error)).await,
             Ok(Published::Duplicate | Published::Conflict) => {
                 // Another writer appended: an idempotent append reads only what it added (a
                 // plain one looks its last event up through the leader).
                 known = match command_id {
                     Some(_) => Known {
-                        head: catch_up(store, key, command_id).await?,
+                        head: Box::pin(catch_up(store, key, command_id)).await?,
                         fresh: true,
                     },
-                    None => refreshed(store, key, command_id).await?,
+                    None => Box::pin(refreshed(store, key, command_id)).await?,
                 };
             }
         }
@@ -194,7 +199,7 @@ pub(super) async fn head(
 ) -> Result<Head, StoreError> {
     match store.cache.head(key, command_id) {
         Some(head) => Ok(head),
-        None => fresh(store, key, command_id).await,
+        None => Box::pin(fresh(store, key, command_id)).await,
     }
 }
 
