@@ -98,8 +98,9 @@ pub(super) async fn append(
         // Boxed once here rather than moved whole through the refusal watch.
         let publish = Box::pin(append::commit(&store.client, &store.batches, messages));
         match store.unless_refused(stem, publish).await {
-            Ok(Published::Stored(last_position)) => {
-                return Ok(record(store, key, head, command_id, events, last_position));
+            Ok(Published::Stored(position)) => {
+                let appended = events.len();
+                return Ok(record(store, key, head, command_id, appended, position));
             }
             // Refused: certainly not stored, so what the store knows still holds.
             Err(error @ JetStreamError::PermissionDenied { .. }) => return Err(error.into()),
@@ -153,12 +154,12 @@ fn record(
     key: &AggregateKey,
     head: Head,
     command_id: Option<&str>,
-    events: Vec<NewEvent>,
+    appended: usize,
     last_position: u64,
 ) -> AppendOutcome {
     let outcome = AppendOutcome {
         first_sequence: head.version + 1,
-        last_sequence: head.version + events.len() as u64,
+        last_sequence: head.version + appended as u64,
         last_position,
         duplicate: false,
     };
