@@ -178,26 +178,7 @@ pub fn message(
 /// A duration as people write it, in the runtime's style, and as the duration flags read it
 /// back: `0s`, `150ms`, `2s`, `1s 500ms`, `1m 30s`, `7d`.
 pub fn duration(d: Duration) -> String {
-    let (secs, nanos) = (d.as_secs(), u64::from(d.subsec_nanos()));
-    let parts = [
-        (secs / 86_400, "d"),
-        (secs / 3_600 % 24, "h"),
-        (secs / 60 % 60, "m"),
-        (secs % 60, "s"),
-        (nanos / 1_000_000, "ms"),
-        (nanos / 1_000 % 1_000, "us"),
-        (nanos % 1_000, "ns"),
-    ];
-    let shown: Vec<String> = parts
-        .iter()
-        .filter(|(value, _)| *value > 0)
-        .map(|(value, unit)| format!("{value}{unit}"))
-        .collect();
-    if shown.is_empty() {
-        "0s".to_owned()
-    } else {
-        shown.join(" ")
-    }
+    jetsource::HumanDuration(d).to_string()
 }
 
 /// A UTC timestamp, e.g. `2025-06-01T12:00:00.123456789Z`.

@@ -50,9 +50,15 @@ impl fmt::Debug for ErrorChain<'_> {
     }
 }
 
-/// A duration as people write it in messages: `2s`, `150ms`, `1m 30s`, `7d`, `0s`.
+/// A duration as people write it in messages: `2s`, `150ms`, `1m 30s`, `7d`, `0s`, which
+/// `humantime::parse_duration` reads back.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(jetsource::HumanDuration(Duration::from_secs(90)).to_string(), "1m 30s");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct HumanDuration(pub(crate) Duration);
+pub struct HumanDuration(pub Duration);
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

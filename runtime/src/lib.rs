@@ -54,7 +54,7 @@ pub mod wire;
 pub mod __private;
 
 pub use aggregate::{Aggregate, Apply, SnapshotPolicy};
-pub use error::{DecodeError, EncodeError, ErrorChain};
+pub use error::{DecodeError, EncodeError, ErrorChain, HumanDuration};
 pub use event::{Codec, EncodedEvent, Event, RawEvent};
 pub use event_set::EventSet;
 pub use id::{AggregateId, InvalidId, InvalidToken, MAX_ID_BYTES};
