@@ -75,6 +75,25 @@ async fn after_a_crash_completed_events_are_skipped_and_order_holds() {
         blocking.entered.load(Ordering::SeqCst) && rec.completed() == 3
     })
     .await;
+    // Acks leave without waiting for the server: before the crash, wait until the server has
+    // the three completed events' acks (4 left: a1 #2..#5, delivered or not), so that only the
+    // marker below makes the restarted subscriber skip an event.
+    let stream = async_nats::jetstream::new(store.client().clone())
+        .get_stream("CRASH")
+        .await
+        .expect("the event stream");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = stream.consumer_info("crash").await.expect("consumer info");
+        if info.num_ack_pending as u64 + info.num_pending == 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "acks never reached the server: {info:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     first.abort().await;
 
     // As if a1 #3 had completed and stored its marker right before the crash, unacked.
