@@ -116,15 +116,32 @@ pub(crate) fn check_append(
     events.iter().try_for_each(check_event)
 }
 
+/// An append as every store runs it: the checks, then `backend` with the checked events inside
+/// the `jetsource.append` span, counting what it stored.
+pub(crate) async fn append<Fut>(
+    key: &AggregateKey,
+    expected: super::ExpectedVersion,
+    command_id: Option<&str>,
+    events: Vec<NewEvent>,
+    backend: impl FnOnce(Vec<NewEvent>) -> Fut,
+) -> Result<AppendOutcome, StoreError>
+where
+    Fut: Future<Output = Result<AppendOutcome, StoreError>>,
+{
+    check_append(key, command_id, &events)?;
+    let shape = AppendShape::of(&events);
+    traced_append(key, expected, shape, backend(events)).await
+}
+
 /// What the append span says about the events, read before the backend takes them.
 #[derive(Clone, Copy)]
-pub(crate) struct AppendShape {
+struct AppendShape {
     count: usize,
     first_event: Option<&'static str>,
 }
 
 impl AppendShape {
-    pub(crate) fn of(events: &[NewEvent]) -> Self {
+    fn of(events: &[NewEvent]) -> Self {
         AppendShape {
             count: events.len(),
             first_event: events.first().map(|e| e.name),
@@ -133,7 +150,7 @@ impl AppendShape {
 }
 
 /// Runs a backend's append inside the `jetsource.append` span and counts what it stored.
-pub(crate) async fn traced_append(
+async fn traced_append(
     key: &AggregateKey,
     expected: super::ExpectedVersion,
     shape: AppendShape,

@@ -199,10 +199,7 @@ impl Log {
     ) -> Result<AppendOutcome, StoreError> {
         if let Some(command_id) = command_id {
             if let Some(first) = self.commands.get(&(key.clone(), command_id.to_owned())) {
-                return Ok(AppendOutcome {
-                    duplicate: true,
-                    ..*first
-                });
+                return Ok(first.as_duplicate());
             }
         }
         if events.is_empty() {
@@ -247,9 +244,7 @@ impl EventStore for InMemoryStore {
         command_id: Option<&str>,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        contract::check_append(key, command_id, &events)?;
-        let shape = contract::AppendShape::of(&events);
-        let append = async {
+        contract::append(key, expected, command_id, events, |events| async move {
             let mut log = self.lock();
             let outcome = log.append(key, expected, command_id, events)?;
             // Published under the log's lock, so concurrent appends announce positions in order.
@@ -257,8 +252,8 @@ impl EventStore for InMemoryStore {
                 .last_position
                 .send_replace(log.events.len() as u64);
             Ok(outcome)
-        };
-        contract::traced_append(key, expected, shape, append).await
+        })
+        .await
     }
 
     fn lane_scope(&self) -> usize {
@@ -273,10 +268,7 @@ impl EventStore for InMemoryStore {
         contract::check_key(key)?;
         let log = self.lock();
         let first = log.commands.get(&(key.clone(), command_id.to_owned()));
-        Ok(first.map(|first| AppendOutcome {
-            duplicate: true,
-            ..*first
-        }))
+        Ok(first.map(|first| first.as_duplicate()))
     }
 
     async fn load(

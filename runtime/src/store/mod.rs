@@ -221,6 +221,16 @@ pub struct AppendOutcome {
     pub duplicate: bool,
 }
 
+impl AppendOutcome {
+    /// The same outcome reported again for a retried command: nothing appended this time.
+    pub(crate) fn as_duplicate(self) -> Self {
+        AppendOutcome {
+            duplicate: true,
+            ..self
+        }
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -307,10 +317,7 @@ pub trait EventStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<AppendOutcome>, StoreError>> + Send {
         async move {
             let history = self.load(key, 1).await?;
-            Ok(outcome_of(&history, command_id).map(|first| AppendOutcome {
-                duplicate: true,
-                ..first
-            }))
+            Ok(outcome_of(&history, command_id).map(AppendOutcome::as_duplicate))
         }
     }
 

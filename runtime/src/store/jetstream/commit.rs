@@ -57,10 +57,7 @@ pub(super) async fn append(
     loop {
         let head = known.head;
         if let Some(first) = head.prior {
-            return Ok(AppendOutcome {
-                duplicate: true,
-                ..first
-            });
+            return Ok(first.as_duplicate());
         }
         if events.is_empty() {
             return Err(StoreError::EmptyAppend(key.clone()));
@@ -183,10 +180,7 @@ async fn unknown_outcome(
             prior: Some(first), ..
         }) = scan(store, key, command_id).await
         {
-            return Ok(AppendOutcome {
-                duplicate: true,
-                ..first
-            });
+            return Ok(first.as_duplicate());
         }
     }
     Err(error.into())

@@ -14,7 +14,7 @@ use super::history::{Histories, DEFAULT_HISTORY_BYTES};
 use super::refusals::Refusals;
 use super::shared::Shared;
 use super::{commit, load, read, snapshot};
-use crate::store::contract::{self, AppendShape};
+use crate::store::contract;
 use crate::store::{
     AggregateKey, AppendOutcome, EventStore, ExpectedVersion, NewEvent, Snapshot, StoreError,
     StoredEvent,
@@ -158,10 +158,10 @@ impl EventStore for JetStreamStore {
         command_id: Option<&str>,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        contract::check_append(key, command_id, &events)?;
-        let shape = AppendShape::of(&events);
-        let append = commit::append(&self.inner, key, expected, command_id, events);
-        contract::traced_append(key, expected, shape, append).await
+        contract::append(key, expected, command_id, events, |events| {
+            commit::append(&self.inner, key, expected, command_id, events)
+        })
+        .await
     }
 
     fn lane_scope(&self) -> usize {
@@ -175,10 +175,7 @@ impl EventStore for JetStreamStore {
     ) -> Result<Option<AppendOutcome>, StoreError> {
         contract::check_key(key)?;
         let head = commit::head(&self.inner, key, Some(command_id)).await?;
-        Ok(head.prior.map(|first| AppendOutcome {
-            duplicate: true,
-            ..first
-        }))
+        Ok(head.prior.map(AppendOutcome::as_duplicate))
     }
 
     async fn load(
