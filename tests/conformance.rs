@@ -448,3 +448,8 @@ async fn jetstream_memory_store_conforms() {
         .duplicate_window(Duration::from_secs(5));
     suite(support::store_with(&server, config).await).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_conforms() {
+    suite(support::postgres::pg_store("conformance_pg").await).await;
+}

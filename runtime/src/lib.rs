@@ -61,6 +61,8 @@ pub use id::{AggregateId, InvalidId, InvalidToken, MAX_ID_BYTES};
 pub use repository::{
     Committed, ExecuteError, Loaded, Repository, RepositoryError, DEFAULT_CONFLICT_RETRIES,
 };
+#[cfg(feature = "postgres")]
+pub use store::postgres::{self, PgStore};
 pub use store::{
     AggregateKey, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, InMemoryStore,
     InvalidInput, NewEvent, Snapshot, StoreError, StoredEvent,

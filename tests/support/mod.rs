@@ -3,6 +3,7 @@
 //! subscriber tests of every backend share.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod subscriber;
 
 use std::collections::{BTreeMap, HashMap};

@@ -4,6 +4,8 @@ pub(crate) mod contract;
 #[cfg(feature = "jetstream")]
 pub(crate) mod jetstream;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 pub use contract::InvalidInput;
 

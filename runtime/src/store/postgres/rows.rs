@@ -1,0 +1,120 @@
+//! Events as rows: the columns an append sends, and a loaded row back into a [`StoredEvent`].
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::codec::Codec;
+use crate::store::{NewEvent, StoreError, StoredEvent};
+
+/// The columns every read selects, in the order [`stored_event`] reads them.
+pub(crate) const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, \
+     event_id, name, version, codec, payload, occurred_at_ns, correlation_id, causation_id, \
+     command_id, headers::TEXT AS headers";
+
+/// One array per column of `jetsource_append`'s events, in the events' order.
+#[derive(Default)]
+pub(crate) struct EventColumns {
+    pub ids: Vec<Uuid>,
+    pub names: Vec<&'static str>,
+    pub versions: Vec<i32>,
+    pub codecs: Vec<&'static str>,
+    pub payloads: Vec<Vec<u8>>,
+    pub occurred_at_ns: Vec<i64>,
+    pub correlation_ids: Vec<String>,
+    pub causation_ids: Vec<Option<String>>,
+    pub headers: Vec<String>,
+}
+
+impl EventColumns {
+    /// The columns of events that passed the store contract's checks.
+    pub(crate) fn of(events: Vec<NewEvent>) -> Self {
+        let mut columns = EventColumns::default();
+        for event in events {
+            columns.ids.push(event.id);
+            columns.names.push(event.name);
+            columns.versions.push(event.version as i32);
+            columns.codecs.push(event.codec.as_str());
+            columns.payloads.push(event.payload.to_vec());
+            columns.occurred_at_ns.push(unix_nanos(event.timestamp));
+            columns.correlation_ids.push(event.correlation_id);
+            columns.causation_ids.push(event.causation_id);
+            columns.headers.push(headers_json(&event.headers));
+        }
+        columns
+    }
+}
+
+/// Nanoseconds since 1970 (the contract refused earlier times); saturates in the year 2262.
+fn unix_nanos(time: SystemTime) -> i64 {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn headers_json(headers: &BTreeMap<String, String>) -> String {
+    if headers.is_empty() {
+        return "{}".to_owned();
+    }
+    // A map of strings always serializes.
+    serde_json::to_string(headers).expect("string map serializes")
+}
+
+/// A row of [`EVENT_COLUMNS`] as a stored event.
+pub(crate) fn stored_event(row: &PgRow) -> Result<StoredEvent, StoreError> {
+    let position: i64 = row.try_get("position").map_err(backend)?;
+    let position = position as u64;
+    let corrupt = |reason: String, source: Option<Box<dyn std::error::Error + Send + Sync>>| {
+        StoreError::Corrupt {
+            position,
+            reason,
+            source,
+        }
+    };
+    let codec: String = row.try_get("codec").map_err(backend)?;
+    let Some(codec) = Codec::parse(&codec) else {
+        return Err(corrupt(format!("codec {codec:?} is unknown"), None));
+    };
+    let version: i32 = row.try_get("version").map_err(backend)?;
+    let version = u32::try_from(version)
+        .map_err(|_| corrupt(format!("version {version} is negative"), None))?;
+    let occurred_at_ns: i64 = row.try_get("occurred_at_ns").map_err(backend)?;
+    let occurred = u64::try_from(occurred_at_ns).map_err(|_| {
+        corrupt(
+            format!("occurred_at_ns {occurred_at_ns} is before 1970"),
+            None,
+        )
+    })?;
+    let headers: String = row.try_get("headers").map_err(backend)?;
+    let headers: BTreeMap<String, String> = serde_json::from_str(&headers).map_err(|e| {
+        corrupt(
+            "headers are not a JSON object of strings".into(),
+            Some(e.into()),
+        )
+    })?;
+    let sequence: i64 = row.try_get("sequence").map_err(backend)?;
+    let payload: Vec<u8> = row.try_get("payload").map_err(backend)?;
+    Ok(StoredEvent {
+        id: row.try_get("event_id").map_err(backend)?,
+        aggregate_type: row.try_get("aggregate_type").map_err(backend)?,
+        aggregate_id: row.try_get("aggregate_id").map_err(backend)?,
+        sequence: sequence as u64,
+        position,
+        name: row.try_get("name").map_err(backend)?,
+        version,
+        codec,
+        payload: payload.into(),
+        timestamp: UNIX_EPOCH + Duration::from_nanos(occurred),
+        correlation_id: row.try_get("correlation_id").map_err(backend)?,
+        causation_id: row.try_get("causation_id").map_err(backend)?,
+        command_id: row.try_get("command_id").map_err(backend)?,
+        headers,
+    })
+}
+
+/// A database failure as a store error, keeping it as the source.
+pub(crate) fn backend(error: sqlx::Error) -> StoreError {
+    StoreError::Backend(Box::new(error))
+}
