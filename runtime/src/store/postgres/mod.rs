@@ -15,7 +15,9 @@
 
 mod rows;
 mod schema;
+mod status;
 mod store;
 
 pub use schema::migrator;
+pub use status::{backlog, relay_status, relay_statuses, Backlog, RelayStatus};
 pub use store::PgStore;
