@@ -133,3 +133,10 @@ CREATE FUNCTION jetsource_aggregate_lock(p_aggregate_type TEXT, p_aggregate_id T
 RETURNS BIGINT LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT hashtextextended(p_aggregate_type || '/' || p_aggregate_id, 7405327)
 $$;
+
+-- The advisory lock key that makes one relay of a name the active one (session-scoped: it goes
+-- with the relay's connection).
+CREATE FUNCTION jetsource_relay_lock(p_relay TEXT)
+RETURNS BIGINT LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT hashtextextended('jetsource relay/' || p_relay, 7405327)
+$$;

@@ -65,7 +65,6 @@ pub(crate) fn message_size(event: &NewEvent, command_id: Option<&str>) -> usize 
 /// The headers of one event message (without NATS control headers). The event passed the
 /// store contract's checks.
 pub(crate) fn encode(event: &NewEvent, sequence: u64) -> HeaderMap {
-    let mut headers = HeaderMap::new();
     let header = EventHeader {
         sequence,
         id: event.id,
@@ -73,14 +72,40 @@ pub(crate) fn encode(event: &NewEvent, sequence: u64) -> HeaderMap {
         codec: event.codec,
         timestamp: event.timestamp,
     };
+    let causation = event.causation_id.as_deref();
+    encode_fields(&header, &event.correlation_id, causation, &event.headers)
+}
+
+/// The headers of an event another store committed (the PostgreSQL relay's), as [`encode`]
+/// writes them for this store's own appends.
+#[cfg(feature = "postgres")]
+pub(crate) fn encode_stored(event: &StoredEvent) -> HeaderMap {
+    let header = EventHeader {
+        sequence: event.sequence,
+        id: event.id,
+        version: event.version,
+        codec: event.codec,
+        timestamp: event.timestamp,
+    };
+    let causation = event.causation_id.as_deref();
+    encode_fields(&header, &event.correlation_id, causation, &event.headers)
+}
+
+fn encode_fields(
+    header: &EventHeader,
+    correlation: &str,
+    causation: Option<&str>,
+    user_headers: &BTreeMap<String, String>,
+) -> HeaderMap {
+    let mut headers = HeaderMap::new();
     headers.insert(name::EVENT, header.encode());
-    if !is_own_id(&event.correlation_id, event.id) {
-        headers.insert(name::CORRELATION, event.correlation_id.as_str());
+    if !is_own_id(correlation, header.id) {
+        headers.insert(name::CORRELATION, correlation);
     }
-    if let Some(causation) = &event.causation_id {
-        headers.insert(name::CAUSATION, causation.as_str());
+    if let Some(causation) = causation {
+        headers.insert(name::CAUSATION, causation);
     }
-    for (user, value) in &event.headers {
+    for (user, value) in user_headers {
         let user_name = format!("{}{user}", wire::USER_HEADER_PREFIX);
         headers.insert(user_name.as_str(), value.as_str());
         if user.eq_ignore_ascii_case(wire::TRACEPARENT_HEADER) {

@@ -72,6 +72,8 @@ mod load;
 mod publish;
 mod read;
 mod refusals;
+#[cfg(feature = "postgres")]
+mod relayed;
 mod shared;
 mod snapshot;
 mod store;

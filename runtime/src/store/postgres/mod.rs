@@ -13,6 +13,8 @@
 //! would abort the caller's transaction). The unique (type, id, sequence) constraint still guards
 //! against writers that bypass the function.
 
+mod checkpoint;
+mod relay;
 mod rows;
 mod schema;
 mod status;
@@ -20,4 +22,5 @@ mod store;
 
 pub use schema::migrator;
 pub use status::{backlog, relay_status, relay_statuses, Backlog, RelayStatus};
+pub use relay::{Relay, RelayConfig, RelayError, RelayHandle, MAX_BATCH};
 pub use store::PgStore;

@@ -1,0 +1,92 @@
+//! Events another store committed, published into this store's stream: the PostgreSQL relay's
+//! side of JetStream. They get the subjects and wire format of this store's own appends, so
+//! subscribers cannot tell them apart.
+
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use futures::future::try_join_all;
+
+use super::append::{self, Outgoing, Published};
+use super::{headers, JetStreamError, JetStreamStore};
+use crate::store::{StoreError, StoredEvent};
+use crate::wire;
+
+impl JetStreamStore {
+    /// The sequence of the newest event of aggregate `<aggregate_type>/<aggregate_id>` in the
+    /// stream, 0 when it has none; read through the stream leader.
+    pub(crate) async fn relayed_version(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<u64, StoreError> {
+        let shared = &self.inner;
+        let filter = wire::aggregate_filter(&shared.config.prefix, aggregate_type, aggregate_id);
+        match shared.stream.get_last_raw_message_by_subject(&filter).await {
+            Ok(message) => {
+                let rest = message.subject.get(shared.config.prefix.len() + 1..);
+                let stored = headers::decode(
+                    rest.unwrap_or(""),
+                    message.sequence,
+                    &message.headers,
+                    message.payload,
+                )?;
+                Ok(stored.sequence)
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(e) => Err(JetStreamError::request(
+                format!("look up the last event of {aggregate_type}/{aggregate_id}"),
+                e,
+            )
+            .into()),
+        }
+    }
+
+    /// Publishes `events` at once and waits for every ack; returns how many the stream stored
+    /// (the others were duplicates of earlier publishes). The caller sends at most one event
+    /// per aggregate at a time, so a failure can never store an aggregate's later event
+    /// without its earlier one.
+    ///
+    /// Each message's `Nats-Msg-Id` is the event's own: `<type>.<id>:<command>:<sequence>` when
+    /// a command appended it (readers take the command id from it), else the event id.
+    pub(crate) async fn publish_relayed(
+        &self,
+        events: &[&StoredEvent],
+    ) -> Result<usize, StoreError> {
+        let client = &self.inner.client;
+        let prefix = &self.inner.config.prefix;
+        let publishes = events.iter().map(|event| {
+            let message = relayed_message(prefix, event);
+            async move { append::single(client, message).await }
+        });
+        let answers = try_join_all(publishes).await?;
+        let mut stored = 0;
+        for answer in answers {
+            match answer {
+                Published::Stored(_) => stored += 1,
+                Published::Duplicate => {}
+                // The relay's messages carry no expectation that could fail.
+                Published::Conflict => {
+                    return Err(JetStreamError::Protocol(
+                        "a relayed event without an OCC guard was refused as a conflict".into(),
+                    )
+                    .into())
+                }
+            }
+        }
+        Ok(stored)
+    }
+}
+
+fn relayed_message(prefix: &str, event: &StoredEvent) -> Outgoing {
+    let mut hdrs = headers::encode_stored(event);
+    let (ty, id) = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
+    let msg_id = match &event.command_id {
+        Some(command) => wire::message_id(ty, id, command, event.sequence as usize),
+        None => event.id.hyphenated().to_string(),
+    };
+    hdrs.insert(headers::name::MSG_ID, msg_id.as_str());
+    Outgoing {
+        subject: wire::subject(prefix, ty, id, &event.name),
+        headers: hdrs,
+        payload: event.payload.clone(),
+    }
+}

@@ -1,0 +1,396 @@
+//! [`Relay`]: publishes the events committed to a [`PgStore`] into a JetStream stream, once in
+//! effect, in per-aggregate order, with none skipped whatever order transactions commit in.
+//!
+//! A relay reads the next events through the window protocol of `checkpoint.rs`, publishes them
+//! with the JetStream store's subjects and wire format (`Nats-Msg-Id` set, so the server drops a
+//! repeat inside its duplicate window), and then records its checkpoint. Several relays with one
+//! name may run for availability: the one holding a PostgreSQL advisory lock publishes, the
+//! others wait; the lock goes with its holder's session, so a killed relay's standby takes over
+//! within its `standby_poll`.
+//!
+//! A relay killed between publishing and recording leaves at most one batch published beyond
+//! its checkpoint. Its successor therefore starts each term by reconciling: for the first
+//! [`MAX_BATCH`] events, it skips any an aggregate already has in the stream (read through the
+//! stream leader), which holds beyond the duplicate window too. Events of one aggregate are
+//! published one at a time (many aggregates at once), so a failed publish can never store an
+//! aggregate's later event without its earlier one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::watch;
+
+use super::checkpoint::{self, Checkpoint};
+use super::PgStore;
+use crate::store::{JetStreamStore, StoreError, StoredEvent};
+
+/// The most events one read of a window returns, and so the most a relay can have published
+/// beyond its checkpoint: a new term reconciles that many.
+pub const MAX_BATCH: usize = 4096;
+
+/// Publishes in flight at once (async-nats stalls with much larger windows of requests).
+const MAX_IN_FLIGHT: usize = 256;
+
+/// How a relay works. `RelayConfig::default()` is relay `"default"`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RelayConfig {
+    /// The relay's name: relays with one name share a checkpoint and take turns; relays with
+    /// different names each publish every event (to different streams).
+    pub name: String,
+    /// Events read and published per step (at most [`MAX_BATCH`]).
+    pub batch_size: usize,
+    /// How long an active relay that found nothing waits before it looks again.
+    pub idle_poll: Duration,
+    /// How long a standby relay waits before it tries to become the active one again.
+    pub standby_poll: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            name: "default".to_owned(),
+            batch_size: 512,
+            idle_poll: Duration::from_millis(20),
+            standby_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// A relay named `name` with the default settings.
+    pub fn new(name: impl Into<String>) -> Self {
+        RelayConfig {
+            name: name.into(),
+            ..RelayConfig::default()
+        }
+    }
+
+    /// Sets [`RelayConfig::batch_size`] (clamped to 1..=[`MAX_BATCH`]).
+    pub fn batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.clamp(1, MAX_BATCH);
+        self
+    }
+
+    /// Sets [`RelayConfig::idle_poll`].
+    pub fn idle_poll(mut self, every: Duration) -> Self {
+        self.idle_poll = every;
+        self
+    }
+
+    /// Sets [`RelayConfig::standby_poll`].
+    pub fn standby_poll(mut self, every: Duration) -> Self {
+        self.standby_poll = every;
+        self
+    }
+}
+
+/// Why a relay step failed. A running relay ([`Relay::spawn`]) logs it, backs off and goes on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// Reading events or the checkpoint, or taking the relay's lock, failed.
+    #[error("relay database work failed")]
+    Database(#[source] sqlx::Error),
+    /// Reading a stored event or publishing it failed.
+    #[error("relay publish failed")]
+    Publish(#[source] StoreError),
+    /// Another relay with this name is the active one.
+    #[error("relay {0:?} is active in another session")]
+    Standby(String),
+}
+
+impl From<sqlx::Error> for RelayError {
+    fn from(error: sqlx::Error) -> Self {
+        RelayError::Database(error)
+    }
+}
+
+impl From<StoreError> for RelayError {
+    fn from(error: StoreError) -> Self {
+        RelayError::Publish(error)
+    }
+}
+
+/// Publishes the events committed to a [`PgStore`] into the stream of a [`JetStreamStore`],
+/// with that store's subjects and wire format: every subscriber and projection works on them
+/// unchanged. See the module documentation for the guarantees.
+///
+/// ```no_run
+/// use jetsource::postgres::{Relay, RelayConfig};
+/// # async fn run(store: jetsource::PgStore, stream: jetsource::JetStreamStore) {
+/// let relay = Relay::new(store, stream, RelayConfig::default()).spawn();
+/// // ... until shutdown:
+/// relay.stop().await;
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Relay {
+    store: PgStore,
+    target: JetStreamStore,
+    config: RelayConfig,
+}
+
+/// One term as the active relay: the session holding the lock, and where it is.
+struct Term {
+    conn: PgConnection,
+    checkpoint: Checkpoint,
+    /// Events left to check against the stream before publishing (see the module docs).
+    reconcile_left: usize,
+    /// Per aggregate seen while reconciling: its version in the stream.
+    stream_versions: HashMap<(String, String), u64>,
+}
+
+/// What one step did.
+struct Step {
+    read: usize,
+    /// The window it read from is closed: everything committed when it opened is published.
+    window_closed: bool,
+}
+
+impl Relay {
+    /// A relay from `store` to the stream of `target`.
+    pub fn new(store: PgStore, target: JetStreamStore, config: RelayConfig) -> Self {
+        Relay {
+            store,
+            target,
+            config,
+        }
+    }
+
+    /// Publishes every event committed before the call, as the active relay, then gives the
+    /// turn back; returns how many events it read (published now or found already in the
+    /// stream). Fails with [`RelayError::Standby`] while another relay with this name is active.
+    pub async fn publish_committed(&self) -> Result<u64, RelayError> {
+        let Some(mut term) = self.begin_term().await? else {
+            return Err(RelayError::Standby(self.config.name.clone()));
+        };
+        let result = async {
+            let mut read = 0;
+            loop {
+                let opened_now = term.checkpoint.window.is_none();
+                let step = self.step(&mut term).await?;
+                read += step.read as u64;
+                if step.window_closed && opened_now {
+                    return Ok(read);
+                }
+            }
+        }
+        .await;
+        self.end_term(term).await;
+        result
+    }
+
+    /// Runs the relay in a task until [`RelayHandle::stop`]: active while it holds the turn,
+    /// standby otherwise; failures (the database or NATS going away) are logged and retried
+    /// with backoff, starting a new term.
+    pub fn spawn(self) -> RelayHandle {
+        let (stop, stopped) = watch::channel(false);
+        let (active_tx, active) = watch::channel(false);
+        let task = tokio::spawn(async move { self.run(stopped, active_tx).await });
+        RelayHandle { stop, active, task }
+    }
+
+    async fn run(&self, mut stopped: watch::Receiver<bool>, active: watch::Sender<bool>) {
+        let mut backoff = retry_backoff();
+        while !*stopped.borrow() {
+            let wait = match self.begin_term().await {
+                Ok(Some(mut term)) => {
+                    tracing::info!(relay = %self.config.name, "relay active");
+                    active.send_replace(true);
+                    let ended = tokio::select! {
+                        ended = self.serve(&mut term) => Some(ended),
+                        _ = stopped.wait_for(|stop| *stop) => None,
+                    };
+                    active.send_replace(false);
+                    self.end_term(term).await;
+                    match ended {
+                        Some(Err(error)) => {
+                            let error = crate::ErrorChain(&error);
+                            tracing::warn!(relay = %self.config.name, %error, "relay step failed");
+                            backoff.next().unwrap_or(Duration::from_secs(2))
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(None) => {
+                    backoff = retry_backoff();
+                    self.config.standby_poll
+                }
+                Err(error) => {
+                    let error = crate::ErrorChain(&error);
+                    tracing::warn!(relay = %self.config.name, %error, "relay cannot start a term");
+                    backoff.next().unwrap_or(Duration::from_secs(2))
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopped.wait_for(|stop| *stop) => break,
+            }
+        }
+    }
+
+    /// Steps until one fails.
+    async fn serve(&self, term: &mut Term) -> Result<(), RelayError> {
+        loop {
+            let step = self.step(term).await?;
+            if step.window_closed && step.read == 0 {
+                tokio::time::sleep(self.config.idle_poll).await;
+            }
+        }
+    }
+
+    /// Takes the turn on a connection of its own (the lock lives as long as that session), or
+    /// `None` when another relay has it.
+    async fn begin_term(&self) -> Result<Option<Term>, RelayError> {
+        let mut conn = self.store.pool().connect_options().connect().await?;
+        let took: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(jetsource_relay_lock($1))")
+                .bind(&self.config.name)
+                .fetch_one(&mut conn)
+                .await?;
+        if !took {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        let checkpoint = checkpoint::load(&mut conn, &self.config.name).await?;
+        Ok(Some(Term {
+            conn,
+            checkpoint,
+            reconcile_left: MAX_BATCH,
+            stream_versions: HashMap::new(),
+        }))
+    }
+
+    /// Gives the turn back: unlocks first (closing alone releases the lock only when the
+    /// server has ended the session, after the call returned), then closes the session.
+    async fn end_term(&self, mut term: Term) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock(jetsource_relay_lock($1))")
+            .bind(&self.config.name)
+            .execute(&mut term.conn)
+            .await;
+        let _ = term.conn.close().await;
+    }
+
+    /// Reads the next events of the window (opening one when none is open), publishes them,
+    /// and records the checkpoint.
+    async fn step(&self, term: &mut Term) -> Result<Step, RelayError> {
+        let limit = self.config.batch_size.clamp(1, MAX_BATCH);
+        checkpoint::open_window(&mut term.conn, &mut term.checkpoint).await?;
+        let events = checkpoint::next_events(&mut term.conn, &term.checkpoint, limit).await?;
+        let to_publish = self.not_yet_in_stream(term, &events).await?;
+        let stored = publish_in_order(&self.target, &to_publish).await?;
+        checkpoint::advance(&mut term.checkpoint, &events, limit);
+        let window_closed = term.checkpoint.window.is_none();
+        // An empty window changes nothing worth a write: a relay resuming from the older
+        // checkpoint reads the same nothing.
+        if !events.is_empty() {
+            checkpoint::save(&mut term.conn, &self.config.name, &term.checkpoint, stored).await?;
+        }
+        Ok(Step {
+            read: events.len(),
+            window_closed,
+        })
+    }
+
+    /// The events of `events` to publish: early in a term, those the stream does not have yet.
+    async fn not_yet_in_stream<'e>(
+        &self,
+        term: &mut Term,
+        events: &'e [StoredEvent],
+    ) -> Result<Vec<&'e StoredEvent>, RelayError> {
+        let checked = events.len().min(term.reconcile_left);
+        term.reconcile_left -= checked;
+        let mut publish = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            if index < checked {
+                let aggregate = (event.aggregate_type.clone(), event.aggregate_id.clone());
+                let in_stream = match term.stream_versions.get(&aggregate) {
+                    Some(&version) => version,
+                    None => {
+                        let version = (self.target)
+                            .relayed_version(&event.aggregate_type, &event.aggregate_id)
+                            .await?;
+                        term.stream_versions.insert(aggregate, version);
+                        version
+                    }
+                };
+                if event.sequence <= in_stream {
+                    continue;
+                }
+            }
+            publish.push(event);
+        }
+        if term.reconcile_left == 0 {
+            term.stream_versions = HashMap::new();
+        }
+        Ok(publish)
+    }
+}
+
+/// Publishes `events` (in position order) in rounds: round `k` holds the `k`-th event of each
+/// aggregate, sent at once, and the next round starts when every ack is in. Returns how many
+/// the stream stored.
+async fn publish_in_order(
+    target: &JetStreamStore,
+    events: &[&StoredEvent],
+) -> Result<u64, StoreError> {
+    let mut rounds: Vec<Vec<&StoredEvent>> = Vec::new();
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
+    for &event in events {
+        let aggregate = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
+        let round = seen.entry(aggregate).or_insert(0);
+        if *round == rounds.len() {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(event);
+        *round += 1;
+    }
+    let mut stored = 0;
+    for round in rounds {
+        for chunk in round.chunks(MAX_IN_FLIGHT) {
+            stored += target.publish_relayed(chunk).await? as u64;
+        }
+    }
+    Ok(stored)
+}
+
+/// Delays between a failed term and the next attempt: 50 ms to 2 s with jitter.
+fn retry_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// A running relay ([`Relay::spawn`]).
+#[derive(Debug)]
+pub struct RelayHandle {
+    stop: watch::Sender<bool>,
+    active: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Whether this relay holds the turn and publishes.
+    pub fn is_active(&self) -> bool {
+        *self.active.borrow()
+    }
+
+    /// Waits until this relay holds the turn.
+    pub async fn wait_active(&self) {
+        let mut active = self.active.clone();
+        // The sender lives in the relay's task, which only ends through `stop`.
+        let _ = active.wait_for(|active| *active).await;
+    }
+
+    /// Stops the relay after its current step and waits for it; its checkpoint stays.
+    pub async fn stop(self) {
+        self.stop.send_replace(true);
+        let _ = self.task.await;
+    }
+}
