@@ -1,5 +1,7 @@
 //! Loading aggregates by replay and executing commands with optimistic concurrency.
 
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -260,7 +262,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
     /// Removes and returns the cached state of `key`, so concurrent commands on the same
     /// aggregate never share one cached copy.
-    fn take_cached(&self, key: &AggregateKey) -> Option<Loaded<A>> {
+    pub(crate) fn take_cached(&self, key: &AggregateKey) -> Option<Loaded<A>> {
         self.cache.as_ref()?.lock().pop(key)
     }
 
@@ -283,13 +285,21 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     async fn load_key(&self, key: &AggregateKey) -> Result<Loaded<A>, RepositoryError> {
-        let mut loaded = self.load_snapshot(key).await?.unwrap_or(Loaded {
-            state: A::default(),
-            version: 0,
-        });
+        let mut loaded = self.load_start(key).await?;
         let events = self.store.load(key, loaded.version + 1).await?;
         replay(key, &mut loaded, &events)?;
         Ok(loaded)
+    }
+
+    /// Where loading `key` starts: its latest usable snapshot, or no events at all.
+    pub(crate) async fn load_start(
+        &self,
+        key: &AggregateKey,
+    ) -> Result<Loaded<A>, RepositoryError> {
+        Ok(self.load_snapshot(key).await?.unwrap_or(Loaded {
+            state: A::default(),
+            version: 0,
+        }))
     }
 
     /// The state from the latest usable snapshot. A snapshot of another schema version, or one
@@ -323,45 +333,6 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         }
     }
 
-    /// Saves a snapshot when the append crossed a multiple of the policy's interval. A failure
-    /// to save is logged, not returned: the events are committed, and the next load replays.
-    async fn snapshot_if_due(
-        &self,
-        key: &AggregateKey,
-        state: &A,
-        before: u64,
-        after: u64,
-        position: u64,
-    ) {
-        let Some(policy) = A::SNAPSHOT else {
-            return;
-        };
-        if policy.every == 0 || before / policy.every == after / policy.every {
-            return;
-        }
-        let Some(encoded) = state.encode_snapshot() else {
-            return;
-        };
-        let result = match encoded {
-            Ok(bytes) => {
-                let snapshot = Snapshot {
-                    schema_version: policy.schema_version,
-                    version: after,
-                    position,
-                    state: bytes.into(),
-                };
-                self.store
-                    .save_snapshot(key, snapshot)
-                    .await
-                    .map_err(|e| crate::ErrorChain(&e).to_string())
-            }
-            Err(error) => Err(crate::ErrorChain(&error).to_string()),
-        };
-        if let Err(error) = result {
-            tracing::warn!(aggregate = %key, %error, "snapshot not saved");
-        }
-    }
-
     /// Executes `command` on aggregate `id` with default metadata.
     pub async fn execute<E, F>(&self, id: &str, command: F) -> Result<Committed<A>, ExecuteError<E>>
     where
@@ -384,24 +355,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     where
         F: FnMut(&A) -> Result<Vec<A::Event>, E>,
     {
-        let span = tracing::info_span!(
-            "jetsource.execute",
-            aggregate_type = A::TYPE,
-            aggregate_id = id,
-            attempts = tracing::field::Empty,
-            version = tracing::field::Empty,
-            appended = tracing::field::Empty,
-        );
-        let result = self
-            .execute_traced(id, metadata, command)
-            .instrument(span.clone())
-            .await;
-        if let Ok(committed) = &result {
-            span.record("attempts", committed.attempts);
-            span.record("version", committed.version);
-            span.record("appended", committed.appended);
-        }
-        result
+        in_execute_span::<A, E>(id, self.execute_traced(id, metadata, command)).await
     }
 
     async fn execute_traced<E, F>(
@@ -417,21 +371,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             A::TYPE,
             AggregateId::new(id).map_err(RepositoryError::from)?,
         );
-        // A command that starts a correlation names it after its first event, which the wire
-        // format then need not repeat.
-        let first_event_id = Uuid::now_v7();
-        let correlation_id = metadata
-            .correlation_id
-            .clone()
-            .or_else(observability::inherited_correlation)
-            .unwrap_or_else(|| first_event_id.to_string());
-        let causation_id = metadata
-            .causation_id
-            .clone()
-            .or_else(observability::inherited_causation)
-            .or_else(|| metadata.command_id.clone());
-        let mut headers = metadata.headers.clone();
-        observability::inject_trace(&mut headers);
+        let stamp = EventStamp::new(&metadata);
         // Commands on one aggregate in this process take turns, so they never conflict with
         // each other; conflicts can only come from other processes.
         let _lane = lanes::enter(self.store.lane_scope(), &key).await;
@@ -439,7 +379,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             // A command that ran before returns its first outcome, without running again.
             let first = Box::pin(self.store.command_outcome(&key, command)).await;
             if let Some(first) = first.map_err(RepositoryError::from)? {
-                return Ok(Box::pin(self.first_outcome(&key, first, 0)).await?);
+                return Ok(Box::pin(self.load_first_outcome(&key, first, 0)).await?);
             }
         }
         let mut loaded = match self.take_cached(&key) {
@@ -472,29 +412,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     },
                 ));
             }
-            let new_events = events
-                .iter()
-                .enumerate()
-                .map(|(index, event)| {
-                    let encoded = event.encode()?;
-                    let id = match (attempts, index) {
-                        (1, 0) => first_event_id,
-                        _ => Uuid::now_v7(),
-                    };
-                    Ok(NewEvent {
-                        id,
-                        name: encoded.name,
-                        version: encoded.version,
-                        codec: encoded.codec,
-                        payload: encoded.payload.into(),
-                        timestamp: SystemTime::now(),
-                        correlation_id: correlation_id.clone(),
-                        causation_id: causation_id.clone(),
-                        headers: headers.clone(),
-                    })
-                })
-                .collect::<Result<Vec<_>, EncodeError>>()
-                .map_err(RepositoryError::from)?;
+            let new_events = stamp.new_events(&events, attempts)?;
             let appended = new_events.len();
             let outcome = self
                 .store
@@ -508,19 +426,16 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
             match outcome {
                 // Another process ran the same command id meanwhile.
                 Ok(outcome) if outcome.duplicate => {
-                    return Ok(Box::pin(self.first_outcome(&key, outcome, attempts)).await?);
+                    return Ok(Box::pin(self.load_first_outcome(&key, outcome, attempts)).await?);
                 }
                 Ok(outcome) => {
                     for event in events {
                         loaded.state.apply_event(event);
                     }
-                    self.snapshot_if_due(
-                        &key,
-                        &loaded.state,
-                        loaded.version,
-                        outcome.last_sequence,
-                        outcome.last_position,
-                    )
+                    let due = due_snapshot(&loaded.state, loaded.version, &outcome);
+                    save_snapshot(&key, due, |snapshot| {
+                        self.store.save_snapshot(&key, snapshot)
+                    })
                     .await;
                     loaded.version = outcome.last_sequence;
                     let committed = Committed {
@@ -558,29 +473,15 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         }
     }
 
-    /// What a command whose id already appended returns: its first outcome, with the state as
-    /// of the version it produced.
-    async fn first_outcome(
+    /// [`first_outcome`] of a command whose id already appended, from the store's history.
+    async fn load_first_outcome(
         &self,
         key: &AggregateKey,
         first: AppendOutcome,
         attempts: u32,
     ) -> Result<Committed<A>, RepositoryError> {
-        let events = self.store.load(key, 1).await?;
-        let mut loaded = Loaded {
-            state: A::default(),
-            version: 0,
-        };
-        let upto = events.partition_point(|e| e.sequence <= first.last_sequence);
-        replay(key, &mut loaded, &events[..upto])?;
-        Ok(Committed {
-            state: loaded.state,
-            version: first.last_sequence,
-            appended: usize::try_from(first.last_sequence + 1 - first.first_sequence)
-                .unwrap_or(usize::MAX),
-            duplicate: true,
-            attempts,
-        })
+        let history = self.store.load(key, 1).await?;
+        first_outcome(key, first, attempts, &history)
     }
 }
 
@@ -628,4 +529,162 @@ pub(crate) fn replay<A: Aggregate>(
         loaded.version = stored.sequence;
     }
     Ok(())
+}
+
+/// Runs `execute`, a command on aggregate `id`, in a `jetsource.execute` span that records what
+/// it committed.
+pub(crate) async fn in_execute_span<A: Aggregate, E>(
+    id: &str,
+    execute: impl Future<Output = Result<Committed<A>, ExecuteError<E>>>,
+) -> Result<Committed<A>, ExecuteError<E>> {
+    let span = tracing::info_span!(
+        "jetsource.execute",
+        aggregate_type = A::TYPE,
+        aggregate_id = id,
+        attempts = tracing::field::Empty,
+        version = tracing::field::Empty,
+        appended = tracing::field::Empty,
+    );
+    let result = execute.instrument(span.clone()).await;
+    if let Ok(committed) = &result {
+        span.record("attempts", committed.attempts);
+        span.record("version", committed.version);
+        span.record("appended", committed.appended);
+    }
+    result
+}
+
+/// What every event of one command carries besides its own data: the correlation and causation
+/// ids and the headers, fixed once per command whatever the number of attempts.
+pub(crate) struct EventStamp {
+    /// The id of the first event of the first attempt.
+    first_event_id: Uuid,
+    correlation_id: String,
+    causation_id: Option<String>,
+    headers: BTreeMap<String, String>,
+}
+
+impl EventStamp {
+    /// The stamp of a command with `metadata`: missing correlation and causation ids are taken
+    /// from the handled event inside a subscriber's handler (see [`crate::observability`]), and
+    /// the current trace goes into the headers.
+    pub(crate) fn new(metadata: &CommandMetadata) -> Self {
+        // A command that starts a correlation names it after its first event, which the wire
+        // format then need not repeat.
+        let first_event_id = Uuid::now_v7();
+        let correlation_id = metadata
+            .correlation_id
+            .clone()
+            .or_else(observability::inherited_correlation)
+            .unwrap_or_else(|| first_event_id.to_string());
+        let causation_id = metadata
+            .causation_id
+            .clone()
+            .or_else(observability::inherited_causation)
+            .or_else(|| metadata.command_id.clone());
+        let mut headers = metadata.headers.clone();
+        observability::inject_trace(&mut headers);
+        EventStamp {
+            first_event_id,
+            correlation_id,
+            causation_id,
+            headers,
+        }
+    }
+
+    /// The domain events of attempt `attempt` (1 for the first), encoded and stamped for the
+    /// store.
+    pub(crate) fn new_events<E: EventSet>(
+        &self,
+        events: &[E],
+        attempt: u32,
+    ) -> Result<Vec<NewEvent>, RepositoryError> {
+        let new_event = |(index, event): (usize, &E)| {
+            let encoded = event.encode()?;
+            let id = match (attempt, index) {
+                (1, 0) => self.first_event_id,
+                _ => Uuid::now_v7(),
+            };
+            Ok(NewEvent {
+                id,
+                name: encoded.name,
+                version: encoded.version,
+                codec: encoded.codec,
+                payload: encoded.payload.into(),
+                timestamp: SystemTime::now(),
+                correlation_id: self.correlation_id.clone(),
+                causation_id: self.causation_id.clone(),
+                headers: self.headers.clone(),
+            })
+        };
+        let events = events.iter().enumerate().map(new_event);
+        Ok(events.collect::<Result<Vec<_>, EncodeError>>()?)
+    }
+}
+
+/// What a command whose id already appended returns: its `first` outcome, with the state as of
+/// the version it produced, replayed from `history` (the aggregate's events from sequence 1).
+pub(crate) fn first_outcome<A: Aggregate>(
+    key: &AggregateKey,
+    first: AppendOutcome,
+    attempts: u32,
+    history: &[StoredEvent],
+) -> Result<Committed<A>, RepositoryError> {
+    let mut loaded = Loaded {
+        state: A::default(),
+        version: 0,
+    };
+    let upto = history.partition_point(|e| e.sequence <= first.last_sequence);
+    replay(key, &mut loaded, &history[..upto])?;
+    Ok(Committed {
+        state: loaded.state,
+        version: first.last_sequence,
+        appended: usize::try_from(first.last_sequence + 1 - first.first_sequence)
+            .unwrap_or(usize::MAX),
+        duplicate: true,
+        attempts,
+    })
+}
+
+/// The snapshot due after `appended` took the aggregate from version `before` to `state`: one
+/// when the append crossed a multiple of the policy's interval, `None` otherwise.
+pub(crate) fn due_snapshot<A: Aggregate>(
+    state: &A,
+    before: u64,
+    appended: &AppendOutcome,
+) -> Option<Result<Snapshot, EncodeError>> {
+    let policy = A::SNAPSHOT?;
+    let after = appended.last_sequence;
+    if policy.every == 0 || before / policy.every == after / policy.every {
+        return None;
+    }
+    let encoded = state.encode_snapshot()?;
+    Some(encoded.map(|bytes| Snapshot {
+        schema_version: policy.schema_version,
+        version: after,
+        position: appended.last_position,
+        state: bytes.into(),
+    }))
+}
+
+/// Saves the `due` snapshot of `key` with `save`. A failure is logged, not returned: the events
+/// are appended, and the next load replays them.
+pub(crate) async fn save_snapshot<F, Saved>(
+    key: &AggregateKey,
+    due: Option<Result<Snapshot, EncodeError>>,
+    save: F,
+) where
+    F: FnOnce(Snapshot) -> Saved,
+    Saved: Future<Output = Result<(), StoreError>>,
+{
+    let result = match due {
+        None => return,
+        Some(Ok(snapshot)) => save(snapshot)
+            .await
+            .map_err(|e| crate::ErrorChain(&e).to_string()),
+        Some(Err(error)) => Err(crate::ErrorChain(&error).to_string()),
+    };
+    if let Err(error) = result {
+        tracing::warn!(aggregate = %key, %error, "snapshot not saved");
+    }
 }
