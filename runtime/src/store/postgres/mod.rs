@@ -19,8 +19,9 @@ mod rows;
 mod schema;
 mod status;
 mod store;
+mod transaction;
 
+pub use relay::{Relay, RelayConfig, RelayError, RelayHandle, MAX_BATCH};
 pub use schema::migrator;
 pub use status::{backlog, relay_status, relay_statuses, Backlog, RelayStatus};
-pub use relay::{Relay, RelayConfig, RelayError, RelayHandle, MAX_BATCH};
 pub use store::PgStore;

@@ -89,6 +89,44 @@ impl PgStore {
         contract::check_key(key)?;
         load_on(tx, key, from_sequence).await
     }
+
+    /// The first outcome of `command_id` on `key`, as [`EventStore::command_outcome`], inside
+    /// the caller's transaction (it sees the transaction's own appends).
+    pub async fn command_outcome_in(
+        &self,
+        tx: &mut PgConnection,
+        key: &AggregateKey,
+        command_id: &str,
+    ) -> Result<Option<AppendOutcome>, StoreError> {
+        contract::check_key(key)?;
+        command_outcome_on(tx, key, command_id).await
+    }
+
+    /// Saves `snapshot` as [`EventStore::save_snapshot`] does, inside the caller's transaction:
+    /// it is kept only if the transaction commits. The save runs in a savepoint, so its failure
+    /// leaves the transaction usable.
+    pub(crate) async fn save_snapshot_in(
+        &self,
+        tx: &mut PgConnection,
+        key: &AggregateKey,
+        snapshot: Snapshot,
+    ) -> Result<(), StoreError> {
+        contract::check_key(key)?;
+        async fn run(tx: &mut PgConnection, sql: &str) -> Result<(), StoreError> {
+            sqlx::query(sql)
+                .execute(tx)
+                .await
+                .map(drop)
+                .map_err(backend)
+        }
+        run(tx, "SAVEPOINT jetsource_snapshot").await?;
+        let saved = save_snapshot_on(&mut *tx, key, snapshot).await;
+        if saved.is_err() {
+            run(tx, "ROLLBACK TO SAVEPOINT jetsource_snapshot").await?;
+        }
+        run(tx, "RELEASE SAVEPOINT jetsource_snapshot").await?;
+        saved
+    }
 }
 
 /// One call of `jetsource_append` (see the migration): the aggregate's appends take turns on an
@@ -180,6 +218,67 @@ async fn load_on<'c>(
     rows.iter().map(stored_event).collect()
 }
 
+/// The first outcome of `command_id` on `key`: the sequences and position of the events it
+/// appended.
+async fn command_outcome_on<'c>(
+    executor: impl PgExecutor<'c>,
+    key: &AggregateKey,
+    command_id: &str,
+) -> Result<Option<AppendOutcome>, StoreError> {
+    let row = sqlx::query(
+        "SELECT min(sequence) AS first, max(sequence) AS last, max(position) AS position \
+         FROM jetsource_events \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3 \
+         HAVING count(*) > 0",
+    )
+    .bind(key.aggregate_type)
+    .bind(key.id.as_str())
+    .bind(command_id)
+    .fetch_optional(executor)
+    .await
+    .map_err(backend)?;
+    let Some(row) = row else { return Ok(None) };
+    let number = |column: &str| -> Result<u64, StoreError> {
+        row.try_get::<i64, _>(column)
+            .map(|n| n as u64)
+            .map_err(backend)
+    };
+    Ok(Some(AppendOutcome {
+        first_sequence: number("first")?,
+        last_sequence: number("last")?,
+        last_position: number("position")?,
+        duplicate: true,
+    }))
+}
+
+async fn save_snapshot_on<'c>(
+    executor: impl PgExecutor<'c>,
+    key: &AggregateKey,
+    snapshot: Snapshot,
+) -> Result<(), StoreError> {
+    // The contract's replacement rule (`contract::snapshot_replaces`), as one statement.
+    sqlx::query(
+        "INSERT INTO jetsource_snapshots AS kept \
+             (aggregate_type, aggregate_id, schema_version, version, position, state) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
+             schema_version = EXCLUDED.schema_version, version = EXCLUDED.version, \
+             position = EXCLUDED.position, state = EXCLUDED.state \
+         WHERE kept.schema_version <> EXCLUDED.schema_version \
+            OR kept.version < EXCLUDED.version",
+    )
+    .bind(key.aggregate_type)
+    .bind(key.id.as_str())
+    .bind(snapshot.schema_version as i32)
+    .bind(snapshot.version as i64)
+    .bind(snapshot.position as i64)
+    .bind(snapshot.state.as_ref())
+    .execute(executor)
+    .await
+    .map_err(backend)?;
+    Ok(())
+}
+
 impl EventStore for PgStore {
     async fn append(
         &self,
@@ -226,30 +325,7 @@ impl EventStore for PgStore {
         command_id: &str,
     ) -> Result<Option<AppendOutcome>, StoreError> {
         contract::check_key(key)?;
-        let row = sqlx::query(
-            "SELECT min(sequence) AS first, max(sequence) AS last, max(position) AS position \
-             FROM jetsource_events \
-             WHERE aggregate_type = $1 AND aggregate_id = $2 AND command_id = $3 \
-             HAVING count(*) > 0",
-        )
-        .bind(key.aggregate_type)
-        .bind(key.id.as_str())
-        .bind(command_id)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(backend)?;
-        let Some(row) = row else { return Ok(None) };
-        let number = |column: &str| -> Result<u64, StoreError> {
-            row.try_get::<i64, _>(column)
-                .map(|n| n as u64)
-                .map_err(backend)
-        };
-        Ok(Some(AppendOutcome {
-            first_sequence: number("first")?,
-            last_sequence: number("last")?,
-            last_position: number("position")?,
-            duplicate: true,
-        }))
+        command_outcome_on(self.pool(), key, command_id).await
     }
 
     fn lane_scope(&self) -> usize {
@@ -286,26 +362,6 @@ impl EventStore for PgStore {
         snapshot: Snapshot,
     ) -> Result<(), StoreError> {
         contract::check_key(key)?;
-        // The contract's replacement rule (`contract::snapshot_replaces`), as one statement.
-        sqlx::query(
-            "INSERT INTO jetsource_snapshots AS kept \
-                 (aggregate_type, aggregate_id, schema_version, version, position, state) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE SET \
-                 schema_version = EXCLUDED.schema_version, version = EXCLUDED.version, \
-                 position = EXCLUDED.position, state = EXCLUDED.state \
-             WHERE kept.schema_version <> EXCLUDED.schema_version \
-                OR kept.version < EXCLUDED.version",
-        )
-        .bind(key.aggregate_type)
-        .bind(key.id.as_str())
-        .bind(snapshot.schema_version as i32)
-        .bind(snapshot.version as i64)
-        .bind(snapshot.position as i64)
-        .bind(snapshot.state.as_ref())
-        .execute(self.pool())
-        .await
-        .map_err(backend)?;
-        Ok(())
+        save_snapshot_on(self.pool(), key, snapshot).await
     }
 }
