@@ -2,6 +2,8 @@
 
 #[cfg(feature = "test-server")]
 pub mod nats_server;
+#[cfg(feature = "test-server")]
+pub mod postgres_server;
 
 use std::fmt::Debug;
 
