@@ -9,8 +9,8 @@ use std::time::Duration;
 use jetsource::postgres::{Relay, RelayConfig, RelayError};
 use jetsource::projection::sqlx;
 use jetsource::testing::nats_server::NatsServer;
-use jetsource::{EventStore, ExpectedVersion, JetStreamStore, PgStore, StoredEvent};
-use support::postgres::pg_store;
+use jetsource::{EventStore, ExpectedVersion, JetStreamStore, PgStore};
+use support::postgres::{assert_stream_mirrors, pg_store, stream_events};
 use support::{event, events, key};
 
 /// Waits until the stream holds `count` events (two minutes at most).
@@ -23,40 +23,6 @@ async fn wait_for_stream_len(stream: &JetStreamStore, count: usize) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-/// What the stream holds, in stream order.
-async fn stream_events(stream: &JetStreamStore) -> Vec<StoredEvent> {
-    stream.read_all(1, 100_000).await.expect("read the stream")
-}
-
-/// An event as the relay must carry it: everything but the store-specific position.
-fn without_position(event: &StoredEvent) -> StoredEvent {
-    StoredEvent {
-        position: 0,
-        ..event.clone()
-    }
-}
-
-/// Asserts that the stream holds exactly the committed events of `store`, each once, and each
-/// aggregate's in sequence order.
-async fn assert_stream_mirrors(store: &PgStore, stream: &JetStreamStore) {
-    let committed = store.read_all(1, 100_000).await.unwrap();
-    let published = stream_events(stream).await;
-    let mut expected: Vec<_> = committed.iter().map(without_position).collect();
-    let mut got: Vec<_> = published.iter().map(without_position).collect();
-    let order = |e: &StoredEvent| (e.aggregate_type.clone(), e.aggregate_id.clone(), e.sequence);
-    // Per aggregate, the stream's order must already be sequence order.
-    for pair in published.windows(2) {
-        let (a, b) = (&pair[0], &pair[1]);
-        if (&a.aggregate_type, &a.aggregate_id) == (&b.aggregate_type, &b.aggregate_id) {
-            assert!(a.sequence < b.sequence, "{a:?} published before {b:?}");
-        }
-    }
-    expected.sort_by_key(order);
-    got.sort_by_key(order);
-    assert_eq!(got.len(), expected.len(), "published vs committed events");
-    assert_eq!(got, expected);
 }
 
 async fn setup(schema: &str, stream: &str) -> (NatsServer, PgStore, JetStreamStore) {

@@ -3,7 +3,7 @@
 
 use jetsource::projection::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use jetsource::projection::sqlx::{self, PgPool};
-use jetsource::PgStore;
+use jetsource::{EventStore, JetStreamStore, PgStore, StoredEvent};
 
 /// The machine's PostgreSQL (scripts/start-postgres.sh makes sure it runs).
 pub const DATABASE: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -36,4 +36,38 @@ pub async fn pg_store(schema: &str) -> PgStore {
     let store = PgStore::new(fresh_schema_pool(schema).await);
     store.migrate().await.expect("migrations run");
     store
+}
+
+/// What the stream holds, in stream order.
+pub async fn stream_events(stream: &JetStreamStore) -> Vec<StoredEvent> {
+    stream.read_all(1, 100_000).await.expect("read the stream")
+}
+
+/// An event as the relay must carry it: everything but the store-specific position.
+fn without_position(event: &StoredEvent) -> StoredEvent {
+    StoredEvent {
+        position: 0,
+        ..event.clone()
+    }
+}
+
+/// Asserts that the stream holds exactly the committed events of `store`, each once, and each
+/// aggregate's in sequence order.
+pub async fn assert_stream_mirrors(store: &PgStore, stream: &JetStreamStore) {
+    let committed = store.read_all(1, 100_000).await.unwrap();
+    let published = stream_events(stream).await;
+    let mut expected: Vec<_> = committed.iter().map(without_position).collect();
+    let mut got: Vec<_> = published.iter().map(without_position).collect();
+    let order = |e: &StoredEvent| (e.aggregate_type.clone(), e.aggregate_id.clone(), e.sequence);
+    // Per aggregate, the stream's order must already be sequence order.
+    for pair in published.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        if (&a.aggregate_type, &a.aggregate_id) == (&b.aggregate_type, &b.aggregate_id) {
+            assert!(a.sequence < b.sequence, "{a:?} published before {b:?}");
+        }
+    }
+    expected.sort_by_key(order);
+    got.sort_by_key(order);
+    assert_eq!(got.len(), expected.len(), "published vs committed events");
+    assert_eq!(got, expected);
 }
