@@ -1,4 +1,4 @@
-//! Commands through the repository on both stores: a command id that already ran returns its
+//! Commands through the repository on every store: a command id that already ran returns its
 //! first outcome without running again, whenever it is retried; commands on one aggregate from
 //! many tasks of one process never conflict; conflicts with other writers give up with an error
 //! that says whether retrying is safe.
@@ -9,10 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use jetsource::projection::sqlx::PgPool;
 use jetsource::testing::nats_server::NatsServer;
+use jetsource::testing::postgres_server::PostgresServer;
 use jetsource::{
     Aggregate, Apply, CommandMetadata, Event, EventSet, EventStore, ExecuteError, InMemoryStore,
-    JetStreamStore, Repository, RepositoryError,
+    JetStreamStore, PgStore, Repository, RepositoryError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -222,6 +224,33 @@ async fn jetstream_retries_return_the_first_outcome_after_the_window_and_a_resta
     retries_return_the_first_outcome(&after_restart).await;
 }
 
+/// A repository on a new pool of the PostgreSQL at `url` (migrated, if it was not yet).
+async fn postgres_books(url: &str) -> Repository<Book, PgStore> {
+    let pool = PgPool::connect(url)
+        .await
+        .expect("connect to the harness server");
+    let store = PgStore::new(pool);
+    store.migrate().await.expect("migrations run");
+    Repository::new(store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_retries_return_the_first_outcome_after_a_crash_and_restart() {
+    // A server of its own, which the test can crash.
+    let mut server = PostgresServer::start();
+    let books = postgres_books(&server.url()).await;
+    first_runs(&books).await;
+    retries_return_the_first_outcome(&books).await;
+    a_rejecting_retry_returns_the_first_outcome(&books).await;
+    // A store on another pool, as another process holds it: the command ids are rows of the
+    // events table, kept forever (PostgreSQL has no dedupe window to outlive).
+    retries_return_the_first_outcome(&postgres_books(&server.url()).await).await;
+    // After the server was killed and ran crash recovery.
+    server.kill();
+    server.restart();
+    retries_return_the_first_outcome(&postgres_books(&server.url()).await).await;
+}
+
 /// 32 tasks run 20 commands each on 4 aggregates through one store: every command succeeds at
 /// its first attempt, and each aggregate ends with every command's event.
 async fn hot_aggregates_never_conflict_in_one_process<S: EventStore>(store: S) {
@@ -267,6 +296,12 @@ async fn in_memory_hot_aggregates_never_conflict() {
 async fn jetstream_hot_aggregates_never_conflict() {
     let server = NatsServer::start();
     hot_aggregates_never_conflict_in_one_process(support::store(&server, "HOT").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_hot_aggregates_never_conflict() {
+    let store = support::postgres::pg_store("jetsource_commands_hot").await;
+    hot_aggregates_never_conflict_in_one_process(store).await;
 }
 
 /// Another process (here: another store on its own connection, whose appends this process's
