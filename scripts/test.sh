@@ -56,5 +56,7 @@ NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example ban
 # The PostgreSQL read model on the same server: rebuilt from scratch, then updated in place.
 NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example read_model_postgres -- --rebuild > /dev/null
 NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example read_model_postgres > /dev/null
+# A command and the application's row in one PostgreSQL transaction (no NATS needed).
+cargo run --quiet --all-features --example postgres_transaction > /dev/null
 .tools/mdbook/bin/mdbook build book
 bash scripts/check-book-links.sh book/book
