@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 
 const SCHEMA: &str = "jetsource_example_transaction";
 
-// ANCHOR: domain
 #[derive(Event, Serialize, Deserialize, Debug)]
 #[event(name = "order_placed", version = 1)]
 struct OrderPlaced {
@@ -64,7 +63,6 @@ impl Order {
         .into()])
     }
 }
-// ANCHOR_END: domain
 
 // ANCHOR: place_and_invoice
 /// Why placing an order and invoicing it failed.
@@ -136,8 +134,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: commit
     let mut tx = pool.begin().await?;
     place_and_invoice(&orders, &mut tx, "order-1", "ada", 4200).await?;
-    tx.commit().await?; // the event and the invoice, together
-                        // ANCHOR_END: commit
+    // The event and the invoice, together.
+    tx.commit().await?;
+    // ANCHOR_END: commit
 
     // ANCHOR: rollback
     let mut tx = pool.begin().await?;
