@@ -3,24 +3,30 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use jetsource::subscriber::DeadLetterReason;
 use jetsource::{JetStreamStorage, StreamConfig};
 
 use crate::protobuf::MessageMapping;
 
-/// Operate jetsource event stores on NATS JetStream.
+/// Operate jetsource event stores on NATS JetStream and PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "jetsource", version, propagate_version = true)]
 #[command(
     after_help = "Connection flags work before or after the command; NATS_URL, NATS_USER, \
                   NATS_PASSWORD, NATS_TOKEN, NATS_CREDS, NATS_NKEY, NATS_CA, NATS_CERT and \
-                  NATS_KEY set them from the environment."
+                  NATS_KEY set them from the environment. With --database (or \
+                  JETSOURCE_DATABASE_URL), `events` reads a PostgreSQL event store instead of a \
+                  stream, and `relay-status` shows its relays."
 )]
 pub struct Cli {
     /// How to reach the server.
     #[command(flatten)]
     pub connection: ConnectionArgs,
+    /// How to reach a PostgreSQL event store.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -103,12 +109,69 @@ impl ConnectionArgs {
     }
 }
 
+/// How to reach a PostgreSQL event store (`jetsource::PgStore`'s tables).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "PostgreSQL")]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL of a jetsource event store, e.g. postgres://ops@db:5432/bank: `events`
+    /// reads its tables instead of a stream, and `relay-status` reads its relays. Prefer
+    /// JETSOURCE_DATABASE_URL or PGPASSWORD for a password, which other users cannot see in
+    /// `ps`.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "JETSOURCE_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database: Option<String>,
+    /// The schema of the store's tables, exactly as named (it becomes the connection's
+    /// search_path); by default the database's search_path decides (usually `public`).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "JETSOURCE_DATABASE_SCHEMA",
+        global = true
+    )]
+    pub schema: Option<String>,
+    /// Whether --database was set by JETSOURCE_DATABASE_URL rather than on the command line
+    /// ([`Cli::from_command_line`] sets it): only a flag given on the command line conflicts
+    /// with `events --stream`.
+    #[arg(skip)]
+    pub database_from_env: bool,
+}
+
+impl DatabaseArgs {
+    /// The password in the database URL, as written and percent-decoded: never printed.
+    pub fn secrets(&self) -> Vec<String> {
+        self.database
+            .as_deref()
+            .map(crate::database::url_secrets)
+            .unwrap_or_default()
+    }
+}
+
+impl Cli {
+    /// The command line of this process, parsed (clap exits on an error or `--help`), with
+    /// [`DatabaseArgs::database_from_env`] set.
+    pub fn from_command_line() -> Self {
+        let matches = Cli::command().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.database.database_from_env =
+            matches.value_source("database") == Some(ValueSource::EnvVariable);
+        cli
+    }
+}
+
 /// One operation.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List streams and, per stream, its consumers with their lag and unacknowledged messages.
     Streams,
     /// Print one aggregate's events in order, with their decoded metadata and payloads.
+    ///
+    /// From the JetStream stream --stream, or, without --stream, from the PostgreSQL event store
+    /// --database (JETSOURCE_DATABASE_URL), in the schema --schema. Both print the same.
     Events(EventsArgs),
     /// Follow a stream: print each new message as it is stored.
     Tail(TailArgs),
@@ -118,6 +181,13 @@ pub enum Command {
     /// Show or create the stream configuration jetsource uses for a bounded context.
     #[command(subcommand)]
     StreamConfig(StreamConfigCommand),
+    /// Show how far the relays of a PostgreSQL event store are: published, unpublished, lag.
+    ///
+    /// Reads the store at --database (JETSOURCE_DATABASE_URL), schema --schema. Per relay:
+    /// the events it published, the committed events it has not published yet, how long the
+    /// oldest of those has waited (its lag), and when the relay last recorded progress. Without
+    /// any relay checkpoint yet, every event is unpublished.
+    RelayStatus(RelayStatusArgs),
 }
 
 /// Which jetsource event stream, identified by name; the prefix is read from the stream.
@@ -134,9 +204,13 @@ pub struct StreamArgs {
 /// `events`: one aggregate's history.
 #[derive(Debug, Args)]
 pub struct EventsArgs {
-    /// The event stream.
-    #[command(flatten)]
-    pub stream: StreamArgs,
+    /// The event stream to read; without it, the PostgreSQL event store of --database.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// The stream's subject prefix (with --stream); by default the `<prefix>` of its one
+    /// `<prefix>.>` subject.
+    #[arg(long)]
+    pub prefix: Option<String>,
     /// The aggregate type name (`Aggregate::TYPE`, e.g. `account`).
     pub aggregate_type: String,
     /// The aggregate id.
@@ -169,6 +243,13 @@ pub struct DecodeArgs {
         value_parser = clap::value_parser!(MessageMapping)
     )]
     pub messages: Vec<MessageMapping>,
+}
+
+/// `relay-status`: the relays of a PostgreSQL event store.
+#[derive(Debug, Args)]
+pub struct RelayStatusArgs {
+    /// Only this relay (its name in `jetsource_relays`); by default every relay.
+    pub relay: Option<String>,
 }
 
 /// `tail`: follow new messages.
@@ -343,7 +424,6 @@ fn parse_reason(text: &str) -> Result<DeadLetterReason, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_definition_is_consistent() {

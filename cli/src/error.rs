@@ -25,6 +25,43 @@ pub enum CliError {
     /// The connection flags combine credentials that do not go together.
     #[error("{0}")]
     Credentials(&'static str),
+    /// Flags that do not go together, or a flag a command needs is missing.
+    #[error("{0}")]
+    Arguments(String),
+    /// The database URL does not parse.
+    #[error("invalid database URL {url}: {reason}")]
+    InvalidDatabaseUrl {
+        /// The URL, without its password.
+        url: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// PostgreSQL could not be reached, or refused the connection.
+    #[error("cannot connect to PostgreSQL at {url}: {reason}")]
+    DatabaseConnect {
+        /// The database's address, without the password.
+        url: String,
+        /// What the client or server said.
+        reason: String,
+    },
+    /// The database answers, but the schema holds no jetsource event store.
+    #[error("no jetsource event store at {url}: {problem}")]
+    NoEventStore {
+        /// The database's address, without the password.
+        url: String,
+        /// What is missing.
+        problem: String,
+    },
+    /// `relay-status <name>` names a relay without a checkpoint row.
+    #[error("no relay named {name:?} has a checkpoint in {place} ({known})")]
+    RelayNotFound {
+        /// The name given.
+        name: String,
+        /// Where the store is, e.g. `PostgreSQL schema public`.
+        place: String,
+        /// The relays there are, e.g. `relays: audit, orders`.
+        known: String,
+    },
     /// The server refused the credentials.
     #[error("the NATS server at {servers} refused the {method}: authorization failed")]
     Auth {

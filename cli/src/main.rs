@@ -1,12 +1,14 @@
 //! `jetsource`: the operations CLI for jetsource event stores on NATS JetStream.
 //!
 //! Lists streams and consumers with their lag, prints one aggregate's events with decoded
-//! metadata, follows a stream, lists and redrives dead letters, and shows or creates the stream
-//! configuration the runtime would create. Run `jetsource --help` for the commands.
+//! metadata (from a stream or a PostgreSQL event store), follows a stream, lists and redrives
+//! dead letters, shows or creates the stream configuration the runtime would create, and shows
+//! how far the relays of a PostgreSQL event store are. Run `jetsource --help` for the commands.
 
 mod args;
 mod commands;
 mod connect;
+mod database;
 mod error;
 mod protobuf;
 mod render;
@@ -16,15 +18,14 @@ mod subject;
 use std::io::ErrorKind;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::args::Cli;
 use crate::error::{redact, CliError};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_command_line();
     // Collected before the command runs: whatever an error says, these never reach the terminal.
-    let secrets = cli.connection.secrets();
+    let mut secrets = cli.connection.secrets();
+    secrets.extend(cli.database.secrets());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,47 +1,90 @@
-//! `jetsource events`: one aggregate's history, read and decoded by the runtime's store.
+//! `jetsource events`: one aggregate's history, read and decoded by the runtime's store, from a
+//! JetStream stream or a PostgreSQL event store, and printed the same way.
 
 use std::io::Write;
 
-use jetsource::{AggregateKey, EventStore};
+use jetsource::{AggregateKey, EventStore, StoredEvent};
 
 use super::Session;
-use crate::args::EventsArgs;
+use crate::args::{EventsArgs, StreamArgs};
+use crate::database::Database;
 use crate::error::{check_aggregate, CliError};
 use crate::protobuf::ProtobufTypes;
 use crate::render::EventView;
 use crate::store::open_existing;
 
-/// Prints the aggregate's events from `--from-version` on, oldest first; Protobuf payloads
-/// decoded with `types` when given.
+/// Prints the aggregate's events in the stream `--stream` from `--from-version` on, oldest
+/// first; Protobuf payloads decoded with `types` when given.
 pub async fn run(
     session: &Session,
     args: &EventsArgs,
     types: Option<&ProtobufTypes>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
+    let key = key(args)?;
+    let stream = StreamArgs {
+        stream: args.stream.clone().unwrap_or_default(),
+        prefix: args.prefix.clone(),
+    };
+    let store = open_existing(session.client.clone(), &stream, session.request_timeout).await?;
+    let events = load(&store, &key, args.from_version).await?;
+    print(
+        &format!("stream {}", store.config().name),
+        &key,
+        &events,
+        types,
+        out,
+    )
+}
+
+/// As [`run`], from the PostgreSQL event store `database`.
+pub async fn from_database(
+    database: &Database,
+    args: &EventsArgs,
+    types: Option<&ProtobufTypes>,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let key = key(args)?;
+    let events = load(&database.store, &key, args.from_version).await?;
+    print(&database.place(), &key, &events, types, out)
+}
+
+/// The aggregate's key.
+fn key(args: &EventsArgs) -> Result<AggregateKey, CliError> {
     // Checked before connecting too (`check_arguments`); here the id is made.
     let id = check_aggregate("id", &args.aggregate_id)?;
-    let store = open_existing(
-        session.client.clone(),
-        &args.stream,
-        session.request_timeout,
-    )
-    .await?;
     // `AggregateKey` takes the type as `&'static str` (in code it is a compile-time name).
     // This process loads one aggregate and exits, so leaking this one string costs nothing.
     let aggregate_type: &'static str = Box::leak(args.aggregate_type.clone().into_boxed_str());
-    let key = AggregateKey::new(aggregate_type, id);
-    let events = store
-        .load(&key, args.from_version)
+    Ok(AggregateKey::new(aggregate_type, id))
+}
+
+async fn load(
+    store: &impl EventStore,
+    key: &AggregateKey,
+    from_version: u64,
+) -> Result<Vec<StoredEvent>, CliError> {
+    store
+        .load(key, from_version)
         .await
-        .map_err(|e| CliError::request(format!("loading {key}"), &e))?;
-    let stream = &store.config().name;
+        .map_err(|e| CliError::request(format!("loading {key}"), &e))
+}
+
+/// The history of `key` read from `place` (`stream BANK`, `PostgreSQL schema public`): a count,
+/// then each event's headline and details.
+fn print(
+    place: &str,
+    key: &AggregateKey,
+    events: &[StoredEvent],
+    types: Option<&ProtobufTypes>,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
     match events.len() {
-        0 => writeln!(out, "no events for {key} in stream {stream}")?,
-        1 => writeln!(out, "{key} in stream {stream}: 1 event")?,
-        n => writeln!(out, "{key} in stream {stream}: {n} events")?,
+        0 => writeln!(out, "no events for {key} in {place}")?,
+        1 => writeln!(out, "{key} in {place}: 1 event")?,
+        n => writeln!(out, "{key} in {place}: {n} events")?,
     }
-    for event in &events {
+    for event in events {
         let view = EventView::stored(event);
         writeln!(out, "\n{}", view.headline())?;
         writeln!(out, "{}", view.details(types))?;

@@ -1,7 +1,9 @@
-//! One module per command; [`run`] connects (when the command needs a server) and dispatches.
+//! One module per command; [`run`] connects (to the NATS server, or to PostgreSQL for
+//! `relay-status` and `events --database`) and dispatches.
 
 mod dead_letters;
 mod events;
+mod relay_status;
 mod stream_config;
 mod streams;
 mod tail;
@@ -11,8 +13,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use crate::args::{Cli, Command, DeadLettersCommand, StreamConfigCommand};
+use crate::args::{
+    Cli, Command, DatabaseArgs, DeadLettersCommand, EventsArgs, StreamConfigCommand,
+};
 use crate::connect;
+use crate::database::{self, Database};
 use crate::error::{check_aggregate, check_prefix, CliError};
 use crate::protobuf::ProtobufTypes;
 use crate::subject::SubjectFilter;
@@ -49,14 +54,75 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         _ => None,
     };
     check_arguments(&cli.command)?;
-    let options = connect::options(&cli.connection)?;
-    let session = Session {
-        client: connect::connect(&options).await?,
-        request_timeout: options.request_timeout,
+    let result = match reads_database(&cli.command, &cli.database)? {
+        Some(command_name) => {
+            let database =
+                database::connect(&cli.database, command_name, cli.connection.timeout).await?;
+            dispatch_database(&database, cli.command, types.as_ref(), &mut out).await
+        }
+        None => {
+            let options = connect::options(&cli.connection)?;
+            let session = Session {
+                client: connect::connect(&options).await?,
+                request_timeout: options.request_timeout,
+            };
+            dispatch(&session, cli.command, types.as_ref(), &mut out).await
+        }
     };
-    let result = dispatch(&session, cli.command, types.as_ref(), &mut out).await;
     out.flush()?;
     result
+}
+
+/// Whether `command` reads a PostgreSQL event store rather than the NATS server: its name if
+/// so. `relay-status` always does; `events` without --stream does (and needs --database).
+fn reads_database(
+    command: &Command,
+    database: &DatabaseArgs,
+) -> Result<Option<&'static str>, CliError> {
+    match command {
+        Command::RelayStatus(_) => Ok(Some("relay-status")),
+        Command::Events(args) => Ok(events_source(args, database)?.then_some("events")),
+        _ => Ok(None),
+    }
+}
+
+/// Whether `events` reads PostgreSQL (`true`) or a stream (`false`): --stream chooses the
+/// stream, also when JETSOURCE_DATABASE_URL is set, but --database given on the command line
+/// beside it is a contradiction.
+fn events_source(args: &EventsArgs, database: &DatabaseArgs) -> Result<bool, CliError> {
+    let usage = |text: &str| Err(CliError::Arguments(text.to_owned()));
+    match (&args.stream, &database.database) {
+        (Some(_), Some(_)) if !database.database_from_env => usage(
+            "events reads one store: give --stream (a JetStream stream) or --database (a \
+             PostgreSQL event store), not both",
+        ),
+        (Some(_), _) => Ok(false),
+        (None, _) if args.prefix.is_some() => {
+            usage("--prefix is the subject prefix of --stream: give --stream too")
+        }
+        (None, Some(_)) => Ok(true),
+        (None, None) => usage(
+            "events needs --stream <STREAM> to read a JetStream stream, or --database <URL> \
+             (or JETSOURCE_DATABASE_URL) to read a PostgreSQL event store",
+        ),
+    }
+}
+
+/// Runs a command that [`reads_database`] on `database`.
+async fn dispatch_database(
+    database: &Database,
+    command: Command,
+    types: Option<&ProtobufTypes>,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    match command {
+        Command::Events(args) => events::from_database(database, &args, types, out).await,
+        Command::RelayStatus(args) => relay_status::run(database, &args, out).await,
+        // `reads_database` sends no other command here.
+        _ => Err(CliError::Arguments(
+            "only events and relay-status read a PostgreSQL event store".into(),
+        )),
+    }
 }
 
 /// The checks of names and filters given on the command line, before connecting: a typo gets
@@ -66,7 +132,7 @@ fn check_arguments(command: &Command) -> Result<(), CliError> {
         Command::Events(args) => {
             check_aggregate("type", &args.aggregate_type)?;
             check_aggregate("id", &args.aggregate_id)?;
-            args.stream.prefix.as_deref()
+            args.prefix.as_deref()
         }
         Command::DeadLetters(DeadLettersCommand::List(args)) => {
             args.target.stream.prefix.as_deref()
@@ -83,7 +149,7 @@ fn check_arguments(command: &Command) -> Result<(), CliError> {
             }
             None
         }
-        Command::Streams | Command::StreamConfig(_) => None,
+        Command::Streams | Command::StreamConfig(_) | Command::RelayStatus(_) => None,
     };
     prefix.map_or(Ok(()), check_prefix)
 }
@@ -110,5 +176,9 @@ async fn dispatch(
         Command::StreamConfig(StreamConfigCommand::Create(args)) => {
             stream_config::create(session, &args, out).await
         }
+        // `reads_database` sends it to `dispatch_database`.
+        Command::RelayStatus(_) => Err(CliError::Arguments(
+            "relay-status reads a PostgreSQL event store: give --database <URL>".into(),
+        )),
     }
 }
