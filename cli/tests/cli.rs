@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +22,9 @@ use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FieldDescriptorProto, FileDescriptorProto, FileDescriptorSet};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+mod support;
+use support::{binary, jetsource, Run};
 
 #[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[event(name = "deposited", version = 1)]
@@ -43,90 +46,6 @@ struct OrderPlaced {
 #[derive(EventSet, Debug, Clone, PartialEq)]
 enum Handled {
     Deposited(Deposited),
-}
-
-/// What one run of the binary printed, and how it ended.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from_output(output: Output) -> Self {
-        Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    /// The standard output of a run that succeeded.
-    #[track_caller]
-    fn success(self) -> String {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "the command failed; stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self.stdout
-    }
-
-    /// The error line of a run that failed with exit code 1, checked to be one short line
-    /// without a panic or backtrace.
-    #[track_caller]
-    fn failure(self) -> String {
-        assert_eq!(
-            self.code,
-            Some(1),
-            "expected exit code 1; stdout:\n{}\nstderr:\n{}",
-            self.stdout,
-            self.stderr
-        );
-        let stderr = self.stderr.trim_end().to_owned();
-        assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
-        assert!(stderr.starts_with("error: "), "{stderr}");
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        assert!(stderr.len() < 300, "too long: {stderr}");
-        stderr
-    }
-}
-
-/// The binary, with no connection setting inherited from the environment.
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_jetsource"));
-    for var in [
-        "NATS_URL",
-        "NATS_USER",
-        "NATS_PASSWORD",
-        "NATS_TOKEN",
-        "NATS_CREDS",
-        "NATS_NKEY",
-        "NATS_CA",
-        "NATS_CERT",
-        "NATS_KEY",
-        "JETSOURCE_DESCRIPTOR_SET",
-    ] {
-        command.env_remove(var);
-    }
-    command
-}
-
-/// Runs the binary to its end, off the async runtime's threads.
-async fn jetsource(args: &[&str]) -> Run {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Run::from_output(
-            binary()
-                .args(&args)
-                .output()
-                .expect("run the jetsource binary"),
-        )
-    })
-    .await
-    .expect("the runner thread")
 }
 
 /// Runs the binary with `--server` pointing at `server`.
@@ -1093,6 +1012,9 @@ async fn every_command_has_help() {
         (&["stream-config", "--help"], "create"),
         (&["stream-config", "show", "--help"], "--duplicate-window"),
         (&["stream-config", "create", "--help"], "--update-existing"),
+        (&["events", "--help"], "--database <URL>"),
+        (&["relay-status", "--help"], "--schema <NAME>"),
+        (&["--help"], "relay-status"),
     ] {
         let out = jetsource(args).await.success();
         assert!(
