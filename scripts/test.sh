@@ -32,6 +32,7 @@ cargo test --workspace --all-features --doc
 # README come from release runs (`cargo bench`, `../shared/peers/run.sh`).
 LOAD_CURVE=5000 cargo test -p jetsource-tests --bench load_curve
 cargo test -p jetsource-tests --bench peers
+RELAY_BENCH=short cargo test -p jetsource-tests --bench relay
 POSTGRES_BENCH=short cargo test -p jetsource-tests --bench postgres
 # What a user gets with `default-features = false`: the in-memory store and subscribers and the
 # fixtures, without async-nats (unit tests and doc tests).

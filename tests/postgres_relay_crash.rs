@@ -59,8 +59,25 @@ async fn relay_process() {
     std::future::pending::<()>().await;
 }
 
-fn spawn_relay(pg_url: &str, nats_url: &str) -> Child {
-    Command::new(std::env::current_exe().expect("test binary"))
+/// A relay process, SIGKILLed when dropped (also when the test fails).
+struct RelayProcess(Child);
+
+impl RelayProcess {
+    fn kill(mut self) {
+        self.0.kill().expect("SIGKILL the relay");
+        self.0.wait().expect("reap the relay");
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_relay(pg_url: &str, nats_url: &str) -> RelayProcess {
+    let child = Command::new(std::env::current_exe().expect("test binary"))
         .args(["relay_process", "--exact", "--ignored", "--nocapture"])
         .env(PG_URL_VAR, pg_url)
         .env(NATS_URL_VAR, nats_url)
@@ -68,7 +85,8 @@ fn spawn_relay(pg_url: &str, nats_url: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start the relay process")
+        .expect("start the relay process");
+    RelayProcess(child)
 }
 
 /// A small deterministic generator: each writer's choices are the same on every run.
@@ -135,8 +153,33 @@ impl Subscriber for Recording {
     }
 }
 
-async fn stream_len(stream: &JetStreamStore) -> usize {
-    stream_events(stream).await.len()
+/// How many messages the stream holds (stream info: reading them all on every poll would slow
+/// the soak down as the stream grows).
+async fn stream_len(js: &async_nats::jetstream::Context) -> usize {
+    let mut stream = js.get_stream(STREAM).await.expect("the stream exists");
+    stream.info().await.expect("stream info").state.messages as usize
+}
+
+/// Waits until the stream holds at least `count` messages; after two minutes panics with what
+/// PostgreSQL and the relay's checkpoint say.
+async fn wait_for_stream(
+    js: &async_nats::jetstream::Context,
+    store: &PgStore,
+    count: usize,
+    what: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while stream_len(js).await < count {
+        if Instant::now() > deadline {
+            let relays = jetsource::postgres::relay_statuses(store.pool()).await;
+            panic!(
+                "gave up waiting for {what}: {} of {count} events in the stream, {} committed; relays: {relays:?}",
+                stream_len(js).await,
+                committed_count(store).await,
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Waits until `condition` holds, polling; panics naming `what` after two minutes.
@@ -189,25 +232,31 @@ async fn relay_survives_kills_and_a_database_restart() {
         .map(|w| tokio::spawn(write(store.clone(), w, stop.clone(), writes.clone())))
         .collect();
 
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     for kill in 0..kills {
-        let before = stream_len(&stream).await;
-        let mut relay = spawn_relay(&pg.url(), &nats.url());
-        wait_until("the relay to publish", || async {
-            stream_len(&stream).await >= before + progress
-        })
+        let before = stream_len(&js).await;
+        let relay = spawn_relay(&pg.url(), &nats.url());
+        wait_for_stream(
+            &js,
+            &store,
+            before + progress,
+            &format!("the relay to publish after kill {kill}"),
+        )
         .await;
         if kill == kills / 2 {
             // PostgreSQL crashes under the writers and the relay, and comes back.
             pg.kill();
             pg.restart();
-            let after_restart = stream_len(&stream).await;
-            wait_until("the relay to publish after the restart", || async {
-                stream_len(&stream).await >= after_restart + progress
-            })
+            let after_restart = stream_len(&js).await;
+            wait_for_stream(
+                &js,
+                &store,
+                after_restart + progress,
+                "the relay to publish after the restart",
+            )
             .await;
         }
-        relay.kill().expect("SIGKILL the relay");
-        relay.wait().expect("reap the relay");
+        relay.kill();
     }
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
@@ -215,14 +264,16 @@ async fn relay_survives_kills_and_a_database_restart() {
     }
 
     // A last relay publishes what is left.
-    let mut relay = spawn_relay(&pg.url(), &nats.url());
+    let relay = spawn_relay(&pg.url(), &nats.url());
     let committed = committed_count(&store).await;
-    wait_until("every committed event in the stream", || async {
-        stream_len(&stream).await >= committed
-    })
+    wait_for_stream(
+        &js,
+        &store,
+        committed,
+        "every committed event in the stream",
+    )
     .await;
-    relay.kill().unwrap();
-    relay.wait().unwrap();
+    relay.kill();
 
     assert_stream_mirrors(&store, &stream).await;
     let published: HashSet<_> = stream_events(&stream).await.iter().map(|e| e.id).collect();
