@@ -224,7 +224,7 @@ async fn a_relay_that_lost_its_checkpoint_publishes_nothing_twice_beyond_the_ded
     assert_eq!(relay.publish_committed().await.unwrap(), 6);
     // As if the relay died after publishing and before recording: the checkpoint is back at
     // the start, and the server no longer remembers the message ids.
-    sqlx::query("UPDATE jetsource_relays SET published_through = '1:1:', window_to = NULL")
+    sqlx::query("UPDATE jetsource_relays SET published_through = '1:1:', window_to = NULL, clean = false")
         .execute(store.pool())
         .await
         .unwrap();

@@ -46,13 +46,15 @@ CREATE TABLE jetsource_snapshots (
 );
 
 -- Where each relay is: the events of transactions visible in `published_through` are published;
--- a window open up to `window_to` is published up to `window_position`.
+-- a window open up to `window_to` is published up to `window_position`. `clean`: the last active
+-- relay stopped after recording everything it published (else its successor checks the stream).
 CREATE TABLE jetsource_relays (
     name               TEXT PRIMARY KEY,
     published_through  PG_SNAPSHOT NOT NULL,
     window_to          PG_SNAPSHOT,
     window_position    BIGINT NOT NULL DEFAULT 0,
     published          BIGINT NOT NULL DEFAULT 0,
+    clean              BOOLEAN NOT NULL DEFAULT false,
     updated_at         TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 

@@ -3,7 +3,6 @@
 //! subscribers cannot tell them apart.
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
-use futures::future::try_join_all;
 
 use super::append::{self, Outgoing, Published};
 use super::{headers, JetStreamError, JetStreamStore};
@@ -40,39 +39,24 @@ impl JetStreamStore {
         }
     }
 
-    /// Publishes `events` at once and waits for every ack; returns how many the stream stored
-    /// (the others were duplicates of earlier publishes). The caller sends at most one event
-    /// per aggregate at a time, so a failure can never store an aggregate's later event
-    /// without its earlier one.
+    /// Publishes `event` and waits for its ack: `true` when the stream stored it, `false` when
+    /// it was a duplicate of an earlier publish. The caller keeps at most one event per
+    /// aggregate in flight, so a failure can never store an aggregate's later event without
+    /// its earlier one.
     ///
-    /// Each message's `Nats-Msg-Id` is the event's own: `<type>.<id>:<command>:<sequence>` when
+    /// The message's `Nats-Msg-Id` is the event's own: `<type>.<id>:<command>:<sequence>` when
     /// a command appended it (readers take the command id from it), else the event id.
-    pub(crate) async fn publish_relayed(
-        &self,
-        events: &[&StoredEvent],
-    ) -> Result<usize, StoreError> {
-        let client = &self.inner.client;
-        let prefix = &self.inner.config.prefix;
-        let publishes = events.iter().map(|event| {
-            let message = relayed_message(prefix, event);
-            async move { append::single(client, message).await }
-        });
-        let answers = try_join_all(publishes).await?;
-        let mut stored = 0;
-        for answer in answers {
-            match answer {
-                Published::Stored(_) => stored += 1,
-                Published::Duplicate => {}
-                // The relay's messages carry no expectation that could fail.
-                Published::Conflict => {
-                    return Err(JetStreamError::Protocol(
-                        "a relayed event without an OCC guard was refused as a conflict".into(),
-                    )
-                    .into())
-                }
-            }
+    pub(crate) async fn publish_relayed(&self, event: &StoredEvent) -> Result<bool, StoreError> {
+        let message = relayed_message(&self.inner.config.prefix, event);
+        match append::single(&self.inner.client, message).await? {
+            Published::Stored(_) => Ok(true),
+            Published::Duplicate => Ok(false),
+            // The relay's messages carry no expectation that could fail.
+            Published::Conflict => Err(JetStreamError::Protocol(
+                "a relayed event without an OCC guard was refused as a conflict".into(),
+            )
+            .into()),
         }
-        Ok(stored)
     }
 }
 

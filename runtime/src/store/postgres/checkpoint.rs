@@ -31,6 +31,8 @@ pub(crate) struct Checkpoint {
     pub published_through: String,
     /// The open window: its end snapshot and the last position published in it.
     pub window: Option<Window>,
+    /// The previous active relay recorded everything it published before it stopped.
+    pub clean: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +53,7 @@ pub(crate) async fn load(conn: &mut PgConnection, relay: &str) -> Result<Checkpo
     .await?;
     let row = sqlx::query(
         "SELECT published_through::TEXT AS through, window_to::TEXT AS window_to, \
-         window_position FROM jetsource_relays WHERE name = $1",
+         window_position, clean FROM jetsource_relays WHERE name = $1",
     )
     .bind(relay)
     .fetch_one(&mut *conn)
@@ -63,7 +65,23 @@ pub(crate) async fn load(conn: &mut PgConnection, relay: &str) -> Result<Checkpo
             to,
             after_position: row.try_get("window_position").unwrap_or(0),
         }),
+        clean: row.try_get("clean")?,
     })
+}
+
+/// Records whether everything published is recorded: `false` when a term starts (a relay
+/// killed from then on may have published beyond its checkpoint), `true` when it ends well.
+pub(crate) async fn mark_clean(
+    conn: &mut PgConnection,
+    relay: &str,
+    clean: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jetsource_relays SET clean = $2 WHERE name = $1")
+        .bind(relay)
+        .bind(clean)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Records `checkpoint`, and `published` more events published.

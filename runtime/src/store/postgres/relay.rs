@@ -8,16 +8,18 @@
 //! others wait; the lock goes with its holder's session, so a killed relay's standby takes over
 //! within its `standby_poll`.
 //!
-//! A relay killed between publishing and recording leaves at most one batch published beyond
-//! its checkpoint. Its successor therefore starts each term by reconciling: for the first
-//! [`MAX_BATCH`] events, it skips any an aggregate already has in the stream (read through the
-//! stream leader), which holds beyond the duplicate window too. Events of one aggregate are
+//! A relay killed (or failing) between publishing and recording leaves at most one batch
+//! published beyond its checkpoint, and leaves its checkpoint marked unclean. Its successor
+//! then starts by reconciling: for the first [`MAX_BATCH`] events, it skips any an aggregate
+//! already has in the stream (read through the stream leader), which holds beyond the duplicate
+//! window too. After a clean stop nothing needs checking. Events of one aggregate are
 //! published one at a time (many aggregates at once), so a failed publish can never store an
 //! aggregate's later event without its earlier one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::watch;
 
@@ -178,7 +180,7 @@ impl Relay {
             }
         }
         .await;
-        self.end_term(term).await;
+        self.end_term(term, result.is_ok()).await;
         result
     }
 
@@ -199,14 +201,11 @@ impl Relay {
                 Ok(Some(mut term)) => {
                     tracing::info!(relay = %self.config.name, "relay active");
                     active.send_replace(true);
-                    let ended = tokio::select! {
-                        ended = self.serve(&mut term) => Some(ended),
-                        _ = stopped.wait_for(|stop| *stop) => None,
-                    };
+                    let ended = self.serve(&mut term, &mut stopped).await;
                     active.send_replace(false);
-                    self.end_term(term).await;
+                    self.end_term(term, ended.is_ok()).await;
                     match ended {
-                        Some(Err(error)) => {
+                        Err(error) => {
                             let error = crate::ErrorChain(&error);
                             tracing::warn!(relay = %self.config.name, %error, "relay step failed");
                             backoff.next().unwrap_or(Duration::from_secs(2))
@@ -231,14 +230,23 @@ impl Relay {
         }
     }
 
-    /// Steps until one fails.
-    async fn serve(&self, term: &mut Term) -> Result<(), RelayError> {
-        loop {
+    /// Steps until one fails or the relay is stopped; a step runs to its end (stopping in the
+    /// middle would leave published events unrecorded).
+    async fn serve(
+        &self,
+        term: &mut Term,
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Result<(), RelayError> {
+        while !*stopped.borrow() {
             let step = self.step(term).await?;
             if step.window_closed && step.read == 0 {
-                tokio::time::sleep(self.config.idle_poll).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(self.config.idle_poll) => {}
+                    _ = stopped.wait_for(|stop| *stop) => {}
+                }
             }
         }
+        Ok(())
     }
 
     /// Takes the turn on a connection of its own (the lock lives as long as that session), or
@@ -255,17 +263,25 @@ impl Relay {
             return Ok(None);
         }
         let checkpoint = checkpoint::load(&mut conn, &self.config.name).await?;
+        // Only a predecessor that stopped without recording what it published can have left
+        // events in the stream beyond the checkpoint.
+        let reconcile_left = if checkpoint.clean { 0 } else { MAX_BATCH };
+        checkpoint::mark_clean(&mut conn, &self.config.name, false).await?;
         Ok(Some(Term {
             conn,
             checkpoint,
-            reconcile_left: MAX_BATCH,
+            reconcile_left,
             stream_versions: HashMap::new(),
         }))
     }
 
-    /// Gives the turn back: unlocks first (closing alone releases the lock only when the
-    /// server has ended the session, after the call returned), then closes the session.
-    async fn end_term(&self, mut term: Term) {
+    /// Gives the turn back: records whether the term ended `clean` (everything it published
+    /// recorded), unlocks (closing alone releases the lock only when the server has ended the
+    /// session, after the call returned), and closes the session.
+    async fn end_term(&self, mut term: Term, clean: bool) {
+        if clean {
+            let _ = checkpoint::mark_clean(&mut term.conn, &self.config.name, true).await;
+        }
         let _ = sqlx::query("SELECT pg_advisory_unlock(jetsource_relay_lock($1))")
             .bind(&self.config.name)
             .execute(&mut term.conn)
@@ -302,25 +318,36 @@ impl Relay {
     ) -> Result<Vec<&'e StoredEvent>, RelayError> {
         let checked = events.len().min(term.reconcile_left);
         term.reconcile_left -= checked;
+        let unknown: std::collections::HashSet<(String, String)> = events[..checked]
+            .iter()
+            .map(|e| (e.aggregate_type.clone(), e.aggregate_id.clone()))
+            .filter(|aggregate| !term.stream_versions.contains_key(aggregate))
+            .collect();
+        let lookups = unknown.into_iter().map(|aggregate| {
+            let target = self.target.clone();
+            async move {
+                let version = target.relayed_version(&aggregate.0, &aggregate.1).await?;
+                Ok::<_, StoreError>((aggregate, version))
+            }
+        });
+        let found: Vec<_> = futures::stream::iter(lookups)
+            .buffer_unordered(MAX_IN_FLIGHT)
+            .collect()
+            .await;
+        for lookup in found {
+            let (aggregate, version) = lookup?;
+            term.stream_versions.insert(aggregate, version);
+        }
         let mut publish = Vec::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
-            if index < checked {
-                let aggregate = (event.aggregate_type.clone(), event.aggregate_id.clone());
-                let in_stream = match term.stream_versions.get(&aggregate) {
-                    Some(&version) => version,
-                    None => {
-                        let version = (self.target)
-                            .relayed_version(&event.aggregate_type, &event.aggregate_id)
-                            .await?;
-                        term.stream_versions.insert(aggregate, version);
-                        version
-                    }
-                };
-                if event.sequence <= in_stream {
-                    continue;
-                }
+            let aggregate = (event.aggregate_type.clone(), event.aggregate_id.clone());
+            let in_stream = match index < checked {
+                true => term.stream_versions.get(&aggregate).copied().unwrap_or(0),
+                false => 0,
+            };
+            if event.sequence > in_stream {
+                publish.push(event);
             }
-            publish.push(event);
         }
         if term.reconcile_left == 0 {
             term.stream_versions = HashMap::new();
@@ -329,31 +356,56 @@ impl Relay {
     }
 }
 
-/// Publishes `events` (in position order) in rounds: round `k` holds the `k`-th event of each
-/// aggregate, sent at once, and the next round starts when every ack is in. Returns how many
-/// the stream stored.
+/// Publishes `events` (in position order) with up to [`MAX_IN_FLIGHT`] acks outstanding but
+/// at most one per aggregate: an aggregate's next event goes out when the previous one's ack is
+/// in. Returns how many the stream stored.
 async fn publish_in_order(
     target: &JetStreamStore,
     events: &[&StoredEvent],
 ) -> Result<u64, StoreError> {
-    let mut rounds: Vec<Vec<&StoredEvent>> = Vec::new();
-    let mut seen: HashMap<(&str, &str), usize> = HashMap::new();
-    for &event in events {
-        let aggregate = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
-        let round = seen.entry(aggregate).or_insert(0);
-        if *round == rounds.len() {
-            rounds.push(Vec::new());
-        }
-        rounds[*round].push(event);
-        *round += 1;
+    type Aggregate<'e> = (&'e str, &'e str);
+    fn aggregate(e: &StoredEvent) -> Aggregate<'_> {
+        (e.aggregate_type.as_str(), e.aggregate_id.as_str())
     }
+    let mut in_flight = FuturesUnordered::new();
+    // Aggregates with an event in flight, and their events waiting behind it.
+    let mut waiting: HashMap<Aggregate<'_>, VecDeque<&StoredEvent>> = HashMap::new();
+    // Events whose aggregate's previous event was acknowledged: sent before any new one.
+    let mut unblocked: VecDeque<&StoredEvent> = VecDeque::new();
+    let mut fresh = events.iter().copied();
     let mut stored = 0;
-    for round in rounds {
-        for chunk in round.chunks(MAX_IN_FLIGHT) {
-            stored += target.publish_relayed(chunk).await? as u64;
+    loop {
+        while in_flight.len() < MAX_IN_FLIGHT {
+            let event = match unblocked.pop_front() {
+                Some(event) => event,
+                None => match fresh.next() {
+                    Some(event) => match waiting.get_mut(&aggregate(event)) {
+                        Some(queue) => {
+                            queue.push_back(event);
+                            continue;
+                        }
+                        None => {
+                            waiting.insert(aggregate(event), VecDeque::new());
+                            event
+                        }
+                    },
+                    None => break,
+                },
+            };
+            in_flight.push(async move { (event, target.publish_relayed(event).await) });
+        }
+        let Some((event, result)) = in_flight.next().await else {
+            return Ok(stored);
+        };
+        stored += u64::from(result?);
+        let key = aggregate(event);
+        match waiting.get_mut(&key).and_then(VecDeque::pop_front) {
+            Some(next) => unblocked.push_back(next),
+            None => {
+                waiting.remove(&key);
+            }
         }
     }
-    Ok(stored)
 }
 
 /// Delays between a failed term and the next attempt: 50 ms to 2 s with jitter.
