@@ -19,7 +19,6 @@ mod rows;
 mod schema;
 mod status;
 mod store;
-mod transaction;
 
 pub use relay::{Relay, RelayConfig, RelayError, RelayHandle, MAX_BATCH};
 pub use schema::migrator;

@@ -1,5 +1,8 @@
 //! Loading aggregates by replay and executing commands with optimistic concurrency.
 
+#[cfg(feature = "postgres")]
+mod postgres;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -262,7 +265,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 
     /// Removes and returns the cached state of `key`, so concurrent commands on the same
     /// aggregate never share one cached copy.
-    pub(crate) fn take_cached(&self, key: &AggregateKey) -> Option<Loaded<A>> {
+    fn take_cached(&self, key: &AggregateKey) -> Option<Loaded<A>> {
         self.cache.as_ref()?.lock().pop(key)
     }
 
@@ -292,7 +295,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Where loading `key` starts: its latest usable snapshot, or no events at all.
-    pub(crate) async fn load_start(
+    async fn load_start(
         &self,
         key: &AggregateKey,
     ) -> Result<Loaded<A>, RepositoryError> {
@@ -512,7 +515,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
 }
 
 /// Applies stored events to `loaded`, skipping retired event types.
-pub(crate) fn replay<A: Aggregate>(
+fn replay<A: Aggregate>(
     key: &AggregateKey,
     loaded: &mut Loaded<A>,
     events: &[StoredEvent],
@@ -533,7 +536,7 @@ pub(crate) fn replay<A: Aggregate>(
 
 /// Runs `execute`, a command on aggregate `id`, in a `jetsource.execute` span that records what
 /// it committed.
-pub(crate) async fn in_execute_span<A: Aggregate, E>(
+async fn in_execute_span<A: Aggregate, E>(
     id: &str,
     execute: impl Future<Output = Result<Committed<A>, ExecuteError<E>>>,
 ) -> Result<Committed<A>, ExecuteError<E>> {
@@ -556,7 +559,7 @@ pub(crate) async fn in_execute_span<A: Aggregate, E>(
 
 /// What every event of one command carries besides its own data: the correlation and causation
 /// ids and the headers, fixed once per command whatever the number of attempts.
-pub(crate) struct EventStamp {
+struct EventStamp {
     /// The id of the first event of the first attempt.
     first_event_id: Uuid,
     correlation_id: String,
@@ -568,7 +571,7 @@ impl EventStamp {
     /// The stamp of a command with `metadata`: missing correlation and causation ids are taken
     /// from the handled event inside a subscriber's handler (see [`crate::observability`]), and
     /// the current trace goes into the headers.
-    pub(crate) fn new(metadata: &CommandMetadata) -> Self {
+    fn new(metadata: &CommandMetadata) -> Self {
         // A command that starts a correlation names it after its first event, which the wire
         // format then need not repeat.
         let first_event_id = Uuid::now_v7();
@@ -594,7 +597,7 @@ impl EventStamp {
 
     /// The domain events of attempt `attempt` (1 for the first), encoded and stamped for the
     /// store.
-    pub(crate) fn new_events<E: EventSet>(
+    fn new_events<E: EventSet>(
         &self,
         events: &[E],
         attempt: u32,
@@ -624,7 +627,7 @@ impl EventStamp {
 
 /// What a command whose id already appended returns: its `first` outcome, with the state as of
 /// the version it produced, replayed from `history` (the aggregate's events from sequence 1).
-pub(crate) fn first_outcome<A: Aggregate>(
+fn first_outcome<A: Aggregate>(
     key: &AggregateKey,
     first: AppendOutcome,
     attempts: u32,
@@ -648,7 +651,7 @@ pub(crate) fn first_outcome<A: Aggregate>(
 
 /// The snapshot due after `appended` took the aggregate from version `before` to `state`: one
 /// when the append crossed a multiple of the policy's interval, `None` otherwise.
-pub(crate) fn due_snapshot<A: Aggregate>(
+fn due_snapshot<A: Aggregate>(
     state: &A,
     before: u64,
     appended: &AppendOutcome,
@@ -669,7 +672,7 @@ pub(crate) fn due_snapshot<A: Aggregate>(
 
 /// Saves the `due` snapshot of `key` with `save`. A failure is logged, not returned: the events
 /// are appended, and the next load replays them.
-pub(crate) async fn save_snapshot<F, Saved>(
+async fn save_snapshot<F, Saved>(
     key: &AggregateKey,
     due: Option<Result<Snapshot, EncodeError>>,
     save: F,

@@ -2,11 +2,11 @@
 
 use sqlx::PgConnection;
 
-use super::rows::backend;
-use super::store::PgStore;
+use crate::store::postgres::PgStore;
+use crate::store::StoreError;
 use crate::aggregate::Aggregate;
 use crate::id::AggregateId;
-use crate::repository::{
+use super::{
     due_snapshot, first_outcome, in_execute_span, replay, save_snapshot, Committed, EventStamp,
     ExecuteError, Repository, RepositoryError,
 };
@@ -172,7 +172,7 @@ async fn take_turn(tx: &mut PgConnection, key: &AggregateKey) -> Result<(), Repo
         .bind(key.id.as_str())
         .execute(tx)
         .await
-        .map_err(|error| RepositoryError::Store(backend(error)))?;
+        .map_err(|error| RepositoryError::Store(StoreError::Backend(Box::new(error))))?;
     Ok(())
 }
 
