@@ -295,10 +295,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 
     /// Where loading `key` starts: its latest usable snapshot, or no events at all.
-    async fn load_start(
-        &self,
-        key: &AggregateKey,
-    ) -> Result<Loaded<A>, RepositoryError> {
+    async fn load_start(&self, key: &AggregateKey) -> Result<Loaded<A>, RepositoryError> {
         Ok(self.load_snapshot(key).await?.unwrap_or(Loaded {
             state: A::default(),
             version: 0,

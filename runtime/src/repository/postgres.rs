@@ -2,14 +2,14 @@
 
 use sqlx::PgConnection;
 
-use crate::store::postgres::PgStore;
-use crate::store::StoreError;
-use crate::aggregate::Aggregate;
-use crate::id::AggregateId;
 use super::{
     due_snapshot, first_outcome, in_execute_span, replay, save_snapshot, Committed, EventStamp,
     ExecuteError, Repository, RepositoryError,
 };
+use crate::aggregate::Aggregate;
+use crate::id::AggregateId;
+use crate::store::postgres::PgStore;
+use crate::store::StoreError;
 use crate::store::{AggregateKey, AppendOutcome, CommandMetadata, ExpectedVersion};
 
 impl<A: Aggregate> Repository<A, PgStore> {
