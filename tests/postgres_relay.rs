@@ -224,10 +224,12 @@ async fn a_relay_that_lost_its_checkpoint_publishes_nothing_twice_beyond_the_ded
     assert_eq!(relay.publish_committed().await.unwrap(), 6);
     // As if the relay died after publishing and before recording: the checkpoint is back at
     // the start, and the server no longer remembers the message ids.
-    sqlx::query("UPDATE jetsource_relays SET published_through = '1:1:', window_to = NULL, clean = false")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE jetsource_relays SET published_through = '1:1:', window_to = NULL, clean = false",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
     // Nothing to await: the server forgets message ids when the window has passed.
     tokio::time::sleep(window * 3).await;
     (store.append(
