@@ -53,7 +53,7 @@ impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
             name: "default".to_owned(),
-            batch_size: 512,
+            batch_size: 2048,
             idle_poll: Duration::from_millis(20),
             standby_poll: Duration::from_millis(500),
         }
