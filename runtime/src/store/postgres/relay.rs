@@ -200,6 +200,7 @@ impl Relay {
             let wait = match self.begin_term().await {
                 Ok(Some(mut term)) => {
                     tracing::info!(relay = %self.config.name, "relay active");
+                    backoff = retry_backoff();
                     active.send_replace(true);
                     let ended = self.serve(&mut term, &mut stopped).await;
                     active.send_replace(false);
