@@ -18,16 +18,26 @@
 //!   by sequence and decoded into a `Vec` of tuples.
 //!
 //! The raw table has the columns, the unique (type, id, sequence) constraint, the command-id
-//! partial index and the `transaction_id` column of `jetsource_events`, and lives in the same
-//! schema; both sides use the same pool. Every append workload starts on empty tables. Each
-//! run works in its own schema, dropped when it ends.
+//! partial index and the `transaction_id` column of `jetsource_events`, but not the relay's
+//! index on `transaction_id` (a hand-written store has no relay; add it with
+//! `POSTGRES_BENCH_SETUP_SQL` to compare the statements alone). It lives in the same schema and
+//! both sides use the same pool. Every append workload starts on empty tables. Each run works in
+//! its own schema, dropped when it ends. Append lines also give the CPU time per event of this
+//! process and of the pool's PostgreSQL backends (from /proc), which says on which side a
+//! difference lies.
 //!
 //! Sizes (environment): `POSTGRES_BENCH=short|full` (default: full under `cargo bench`, short
 //! otherwise), `POSTGRES_BENCH_ROUNDS`, `POSTGRES_BENCH_APPENDS` (single-event appends per
 //! aggregate), `POSTGRES_BENCH_BATCH_APPENDS` (10-event appends per aggregate),
 //! `POSTGRES_BENCH_EVENTS` (events in the load table), `POSTGRES_BENCH_LOADS` (loads per side
-//! and round), `POSTGRES_BENCH_POOL` (connections), `POSTGRES_BENCH_ONLY=append|load`. Every run
-//! checks what it measured: every append stored at its sequence, every load complete and in order.
+//! and round), `POSTGRES_BENCH_POOL` (connections). Every run checks what it measured: every
+//! append stored at its sequence, every load complete and in order.
+//!
+//! For profiling: `POSTGRES_BENCH_ONLY=append|append_single|append_batch|load` runs those
+//! workloads only; `POSTGRES_BENCH_WRITERS=store,repository,raw` runs the appends of those
+//! writers once each, without rounds or ratios (a steady load to attach `perf` to);
+//! `POSTGRES_BENCH_SETUP_SQL=file` runs the file's SQL in the schema after the migrations (a
+//! variant of `jetsource_append` or of the tables, without rebuilding).
 
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -207,14 +217,16 @@ impl Sizes {
             "at least one round and load"
         );
         assert!(
-            sizes.events >= 10_000 && sizes.events % 1000 == 0,
+            sizes.events >= 10_000 && sizes.events.is_multiple_of(1000),
             "POSTGRES_BENCH_EVENTS: a multiple of 1,000, at least 10,000"
         );
         sizes
     }
 
     fn runs(&self, part: &str) -> bool {
-        self.only.as_deref().is_none_or(|only| only == part)
+        self.only
+            .as_deref()
+            .is_none_or(|only| part.starts_with(only) || only.starts_with(part))
     }
 }
 
@@ -234,9 +246,25 @@ async fn setup(schema: &str, pool_size: u32) -> PgPool {
     let pool = PgPoolOptions::new()
         .max_connections(pool_size)
         .min_connections(pool_size)
+        // The same backends all run long (their CPU time is measured).
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connect_with(options.options([("search_path", schema)]))
         .await
         .expect("connect to the bench schema");
+    let mut connections = Vec::new();
+    let mut backends = Vec::new();
+    for _ in 0..pool_size {
+        let mut connection = pool.acquire().await.expect("connection");
+        let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+            .fetch_one(&mut *connection)
+            .await
+            .expect("backend pid");
+        backends.push(pid as u32);
+        connections.push(connection);
+    }
+    drop(connections);
+    let _ = BACKENDS.set(backends);
     PgStore::new(pool.clone())
         .migrate()
         .await
@@ -245,6 +273,13 @@ async fn setup(schema: &str, pool_size: u32) -> PgPool {
         .execute(&pool)
         .await
         .expect("raw table");
+    if let Ok(file) = std::env::var("POSTGRES_BENCH_SETUP_SQL") {
+        let sql = std::fs::read_to_string(&file).expect("POSTGRES_BENCH_SETUP_SQL: a file");
+        sqlx::raw_sql(&sql)
+            .execute(&pool)
+            .await
+            .expect("POSTGRES_BENCH_SETUP_SQL runs");
+    }
     pool
 }
 
@@ -288,8 +323,9 @@ async fn append_workload(
     batch: usize,
     appends: usize,
     prefix: &str,
-) -> f64 {
+) -> Measured {
     let store = PgStore::new(pool.clone());
+    let cpu = Cpu::now();
     let repository = Repository::<Account, _>::new(store.clone()).with_cache(10_000);
     let started = Instant::now();
     let tasks: Vec<_> = (0..AGGREGATES)
@@ -343,13 +379,70 @@ async fn append_workload(
     for task in tasks {
         task.await.expect("task");
     }
-    let rate = (AGGREGATES * appends * batch) as f64 / started.elapsed().as_secs_f64();
+    let events = AGGREGATES * appends * batch;
+    let measured = Measured {
+        rate: events as f64 / started.elapsed().as_secs_f64(),
+        cpu: cpu.per_event_since(events),
+    };
     let table = match writer {
         Writer::Raw => "raw_events",
         _ => "jetsource_events",
     };
     check_appended(pool, table, prefix, appends * batch).await;
-    rate
+    measured
+}
+
+struct Measured {
+    /// Events/s.
+    rate: f64,
+    /// CPU microseconds per event of this process and of the pool's PostgreSQL backends.
+    cpu: (f64, f64),
+}
+
+/// The process ids of the pool's PostgreSQL backends (on this machine).
+static BACKENDS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+
+/// CPU time used so far by this process and by the pool's PostgreSQL backends (Linux's /proc;
+/// zero elsewhere), in clock ticks of 10 ms. The machine's other PostgreSQL clients, and the
+/// server's own processes (WAL writer...), are not counted.
+struct Cpu {
+    client: u64,
+    server: u64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        // Fields 14 and 15 of /proc/<pid>/stat, after the command name in parentheses.
+        fn ticks(stat: &str) -> Option<(&str, u64)> {
+            let (head, tail) = stat.rsplit_once(") ")?;
+            let name = head.split_once(" (")?.1;
+            let fields: Vec<&str> = tail.split(' ').collect();
+            let used =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((name, used))
+        }
+        let read = |path: &std::path::Path| std::fs::read_to_string(path).ok();
+        let client = read("/proc/self/stat".as_ref())
+            .and_then(|s| ticks(&s).map(|t| t.1))
+            .unwrap_or(0);
+        let server = BACKENDS
+            .get()
+            .into_iter()
+            .flatten()
+            .filter_map(|pid| read(format!("/proc/{pid}/stat").as_ref()))
+            .filter_map(|stat| ticks(&stat).filter(|t| t.0 == "postgres").map(|t| t.1))
+            .sum();
+        Cpu { client, server }
+    }
+
+    fn per_event_since(&self, events: usize) -> (f64, f64) {
+        let now = Cpu::now();
+        let us = |ticks: u64| ticks as f64 * 1e4 / events as f64;
+        (
+            us(now.client.saturating_sub(self.client)),
+            us(now.server.saturating_sub(self.server)),
+        )
+    }
 }
 
 /// One autocommit INSERT of one event at a sequence the writer knows.
@@ -420,25 +513,63 @@ async fn check_appended(pool: &PgPool, table: &str, prefix: &str, events: usize)
 }
 
 async fn appends(pool: &PgPool, sizes: &Sizes) {
-    let workloads = [(1, sizes.appends), (BATCH, sizes.batch_appends)];
-    let writers = [Writer::Store, Writer::Repository, Writer::Raw];
+    let workloads = [(1, sizes.appends), (BATCH, sizes.batch_appends)]
+        .into_iter()
+        .filter(|&(batch, _)| {
+            sizes.runs(if batch == 1 {
+                "append_single"
+            } else {
+                "append_batch"
+            })
+        })
+        .collect::<Vec<_>>();
+    let mut writers = vec![Writer::Store, Writer::Repository, Writer::Raw];
+    // Profiling: only these writers (`store`, `repository`, `raw`; the figures need all three).
+    if let Ok(only) = std::env::var("POSTGRES_BENCH_WRITERS") {
+        writers.retain(|w| {
+            only.split(',')
+                .any(|o| writer_name(*w).to_lowercase().contains(o))
+        });
+        for &(batch, appends) in &workloads {
+            for writer in &writers {
+                truncate(pool).await;
+                let measured = append_workload(pool, *writer, batch, appends, "profile").await;
+                println!(
+                    "postgres {batch}-event appends: {} {:.0} events/s (CPU per event: client \
+                     {:.0} us, PostgreSQL {:.0} us)",
+                    writer_name(*writer),
+                    measured.rate,
+                    measured.cpu.0,
+                    measured.cpu.1
+                );
+            }
+        }
+        return;
+    }
     // Warm-up: every connection prepares every statement.
-    for (batch, _) in workloads {
-        for writer in writers {
+    for &(batch, _) in &workloads {
+        for &writer in &writers {
             truncate(pool).await;
             append_workload(pool, writer, batch, 2, "warm").await;
         }
     }
     for (batch, appends) in workloads {
         let mut rates: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+        let mut cpu: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
         for round in 0..sizes.rounds {
             // Each round starts with another writer, so none always runs first.
             for i in 0..writers.len() {
                 let writer = writers[(round + i) % writers.len()];
                 truncate(pool).await;
                 let prefix = format!("r{round}");
-                let rate = append_workload(pool, writer, batch, appends, &prefix).await;
-                rates.entry(writer_name(writer)).or_default().push(rate);
+                let measured = append_workload(pool, writer, batch, appends, &prefix).await;
+                rates
+                    .entry(writer_name(writer))
+                    .or_default()
+                    .push(measured.rate);
+                let used = cpu.entry(writer_name(writer)).or_default();
+                used.0.push(measured.cpu.0);
+                used.1.push(measured.cpu.1);
             }
         }
         let raw = rates["raw"].clone();
@@ -447,22 +578,30 @@ async fn appends(pool: &PgPool, sizes: &Sizes) {
             1 => "append 1 event".to_owned(),
             n => format!("append {n} events"),
         };
+        let (raw_client, raw_server) = cpu["raw"].clone();
         println!(
             "postgres {what} ({AGGREGATES} aggregates x {appends} appends, pool {}): \
-             raw sqlx {raw_median:.0} events/s {}",
+             raw sqlx {raw_median:.0} events/s {} (CPU per event: client {:.0} us, \
+             PostgreSQL {:.0} us)",
             sizes.pool,
-            rounds_list(&raw, 0)
+            rounds_list(&raw, 0),
+            median(raw_client),
+            median(raw_server),
         );
         for writer in [Writer::Store, Writer::Repository] {
             let name = writer_name(writer);
+            let (client, server) = cpu[name].clone();
             let values = rates[name].clone();
             let ratios: Vec<f64> = values.iter().zip(&raw).map(|(j, r)| j / r).collect();
             println!(
-                "postgres {what}: {name} {:.0} events/s {} = {:.2}x raw (per round {})",
+                "postgres {what}: {name} {:.0} events/s {} = {:.2}x raw (per round {}) \
+                 (CPU per event: client {:.0} us, PostgreSQL {:.0} us)",
                 median(values.clone()),
                 rounds_list(&values, 0),
                 median(values) / raw_median,
-                rounds_list(&ratios, 2)
+                rounds_list(&ratios, 2),
+                median(client),
+                median(server),
             );
         }
     }
