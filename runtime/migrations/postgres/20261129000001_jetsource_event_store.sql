@@ -102,11 +102,34 @@ BEGIN
         RETURN QUERY SELECT 'empty', 0::BIGINT, 0::BIGINT, 0::BIGINT;
         RETURN;
     END IF;
-    SELECT coalesce(max(e.sequence), 0) INTO current
+    -- The newest sequence, one step down the unique index whatever the table's statistics.
+    -- (`max(sequence)` is planned as a scan of all the aggregate's rows while the table has no
+    -- statistics, and each connection keeps that plan until the table is analyzed: appends
+    -- then slow down as the aggregate grows.)
+    SELECT e.sequence INTO current
     FROM jetsource_events e
-    WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id;
+    WHERE e.aggregate_type = p_aggregate_type AND e.aggregate_id = p_aggregate_id
+    ORDER BY e.sequence DESC
+    LIMIT 1;
+    current := coalesce(current, 0);
     IF p_expected IS NOT NULL AND p_expected <> current THEN
         RETURN QUERY SELECT 'conflict', current, current, 0::BIGINT;
+        RETURN;
+    END IF;
+    -- One event, the common case: a plain insert, much cheaper for the server than the
+    -- unnest and the sort below.
+    IF cardinality(p_event_ids) = 1 THEN
+        INSERT INTO jetsource_events (aggregate_type, aggregate_id, sequence, event_id, name,
+            version, codec, payload, occurred_at_ns, correlation_id, causation_id, command_id,
+            headers)
+        VALUES (p_aggregate_type, p_aggregate_id, current + 1, p_event_ids[1], p_names[1],
+            p_versions[1], p_codecs[1], p_payloads[1], p_occurred_at_ns[1],
+            p_correlation_ids[1], p_causation_ids[1], p_command_id, p_headers[1]::JSONB)
+        RETURNING position INTO last_position;
+        outcome := 'appended';
+        first_sequence := current + 1;
+        last_sequence := current + 1;
+        RETURN NEXT;
         RETURN;
     END IF;
     RETURN QUERY
