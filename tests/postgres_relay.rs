@@ -53,7 +53,9 @@ async fn publishes_every_committed_event_once_in_the_wire_format() {
             .await
             .unwrap();
     }
-    let relay = Relay::new(store.clone(), stream.clone(), RelayConfig::new("once"));
+    // Batches of two: windows span several reads, each read while the previous batch publishes.
+    let config = RelayConfig::new("once").batch_size(2);
+    let relay = Relay::new(store.clone(), stream.clone(), config);
     assert_eq!(relay.publish_committed().await.unwrap(), 12);
     assert_stream_mirrors(&store, &stream).await;
     // Nothing new: nothing read, nothing stored twice.
@@ -68,7 +70,11 @@ async fn publishes_every_committed_event_once_in_the_wire_format() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_that_commits_late_is_published_and_a_rolled_back_one_never() {
     let (_server, store, stream) = setup("relay_gap", "RELAY_GAP").await;
-    let relay = Relay::new(store.clone(), stream.clone(), RelayConfig::new("gap"));
+    let relay = Relay::new(
+        store.clone(),
+        stream.clone(),
+        RelayConfig::new("gap").batch_size(1),
+    );
 
     // `late` inserts first (the lower position) and commits last.
     let mut late = store.pool().begin().await.unwrap();

@@ -54,7 +54,10 @@ async fn relay_process() {
     )
     .await
     .expect("connect to the harness server");
-    let config = RelayConfig::new("crash").standby_poll(Duration::from_millis(50));
+    // Small batches: kills land in the middle of windows.
+    let config = RelayConfig::new("crash")
+        .standby_poll(Duration::from_millis(50))
+        .batch_size(16);
     let _relay = Relay::new(PgStore::new(pool), target, config).spawn();
     std::future::pending::<()>().await;
 }

@@ -142,6 +142,8 @@ struct Term {
     reconcile_left: usize,
     /// Per aggregate seen while reconciling: its version in the stream.
     stream_versions: HashMap<(String, String), u64>,
+    /// The window's next events, read while the previous ones were published.
+    prefetched: Option<Vec<StoredEvent>>,
 }
 
 /// What one step did.
@@ -273,6 +275,7 @@ impl Relay {
             checkpoint,
             reconcile_left,
             stream_versions: HashMap::new(),
+            prefetched: None,
         }))
     }
 
@@ -295,10 +298,23 @@ impl Relay {
     async fn step(&self, term: &mut Term) -> Result<Step, RelayError> {
         let limit = self.config.batch_size.clamp(1, MAX_BATCH);
         checkpoint::open_window(&mut term.conn, &mut term.checkpoint).await?;
-        let events = checkpoint::next_events(&mut term.conn, &term.checkpoint, limit).await?;
+        let events = match term.prefetched.take() {
+            Some(events) => events,
+            None => checkpoint::next_events(&mut term.conn, &term.checkpoint, limit).await?,
+        };
         let to_publish = self.not_yet_in_stream(term, &events).await?;
-        let stored = publish_in_order(&self.target, &to_publish).await?;
         checkpoint::advance(&mut term.checkpoint, &events, limit);
+        let publish = publish_in_order(&self.target, &to_publish);
+        // A full read leaves the window open: its next events are read while these publish.
+        let stored = match &term.checkpoint.window {
+            Some(_) => {
+                let next = checkpoint::next_events(&mut term.conn, &term.checkpoint, limit);
+                let (stored, next) = futures::join!(publish, next);
+                term.prefetched = Some(next?);
+                stored?
+            }
+            None => publish.await?,
+        };
         let window_closed = term.checkpoint.window.is_none();
         // An empty window changes nothing worth a write: a relay resuming from the older
         // checkpoint reads the same nothing.
