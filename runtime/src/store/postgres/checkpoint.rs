@@ -59,12 +59,10 @@ pub(crate) async fn load(conn: &mut PgConnection, relay: &str) -> Result<Checkpo
     .fetch_one(&mut *conn)
     .await?;
     let window_to: Option<String> = row.try_get("window_to")?;
+    let after_position: i64 = row.try_get("window_position")?;
     Ok(Checkpoint {
         published_through: row.try_get("through")?,
-        window: window_to.map(|to| Window {
-            to,
-            after_position: row.try_get("window_position").unwrap_or(0),
-        }),
+        window: window_to.map(|to| Window { to, after_position }),
         clean: row.try_get("clean")?,
     })
 }

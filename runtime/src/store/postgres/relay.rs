@@ -357,9 +357,11 @@ impl Relay {
         }
         let mut publish = Vec::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
-            let aggregate = (event.aggregate_type.clone(), event.aggregate_id.clone());
             let in_stream = match index < checked {
-                true => term.stream_versions.get(&aggregate).copied().unwrap_or(0),
+                true => {
+                    let aggregate = (event.aggregate_type.clone(), event.aggregate_id.clone());
+                    term.stream_versions.get(&aggregate).copied().unwrap_or(0)
+                }
                 false => 0,
             };
             if event.sequence > in_stream {
