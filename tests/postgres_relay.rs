@@ -250,3 +250,49 @@ async fn a_relay_that_lost_its_checkpoint_publishes_nothing_twice_beyond_the_ded
     assert_eq!(stream_events(&stream).await.len(), 7);
     assert_stream_mirrors(&store, &stream).await;
 }
+
+/// Whether relay `name`'s checkpoint says that everything it published is recorded.
+async fn clean(store: &PgStore, name: &str) -> bool {
+    sqlx::query_scalar("SELECT clean FROM jetsource_relays WHERE name = $1")
+        .bind(name)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_relay_that_stopped_well_leaves_its_checkpoint_clean() {
+    let (_server, store, stream) = setup("relay_clean", "RELAY_CLEAN").await;
+    (store.append(
+        &key("acct", "a"),
+        ExpectedVersion::Exact(0),
+        None,
+        events("opened", 2),
+    ))
+    .await
+    .unwrap();
+    let relay = Relay::new(store.clone(), stream.clone(), RelayConfig::new("clean"));
+    assert_eq!(relay.publish_committed().await.unwrap(), 2);
+    assert!(clean(&store, "clean").await);
+    // While a relay is active, a crash would leave its successor unsure: not clean.
+    let running = relay.clone().spawn();
+    running.wait_active().await;
+    assert!(!clean(&store, "clean").await);
+    running.stop().await;
+    assert!(clean(&store, "clean").await);
+    // A relay whose publish fails (the stream's server is gone) stops unclean.
+    drop(_server);
+    (store.append(
+        &key("acct", "a"),
+        ExpectedVersion::Exact(2),
+        None,
+        events("deposited", 1),
+    ))
+    .await
+    .unwrap();
+    assert!(matches!(
+        relay.publish_committed().await,
+        Err(RelayError::Publish(_))
+    ));
+    assert!(!clean(&store, "clean").await);
+}
