@@ -250,6 +250,10 @@ pub struct DecodeArgs {
 pub struct RelayStatusArgs {
     /// Only this relay (its name in `jetsource_relays`); by default every relay.
     pub relay: Option<String>,
+    /// For monitoring: after printing, fail (exit 1) when a relay's oldest unpublished event has
+    /// waited longer than this (e.g. `30s`).
+    #[arg(long, value_parser = parse_duration)]
+    pub max_lag: Option<Duration>,
 }
 
 /// `tail`: follow new messages.

@@ -62,6 +62,18 @@ pub enum CliError {
         /// The relays there are, e.g. `relays: audit, orders`.
         known: String,
     },
+    /// `relay-status --max-lag`: a relay lags more than allowed.
+    #[error("relay {name} lags {lag} behind in {place}, more than --max-lag {max}")]
+    RelayLags {
+        /// The relay, or `(none yet)` when no relay has started.
+        name: String,
+        /// Where the store is.
+        place: String,
+        /// How long its oldest unpublished event has waited.
+        lag: String,
+        /// The limit given.
+        max: String,
+    },
     /// The server refused the credentials.
     #[error("the NATS server at {servers} refused the {method}: authorization failed")]
     Auth {

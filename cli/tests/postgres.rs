@@ -435,6 +435,19 @@ async fn relay_status_prints_each_relays_published_unpublished_lag_and_progress(
             "error: no relay named \"ordres\" has a checkpoint in {place} (relays: audit, orders)"
         )
     );
+
+    // For monitoring: `orders` waits on an event from 5 minutes ago, `audit` on none.
+    jetsource_on(SCHEMA, &["relay-status", "--max-lag", "10m"])
+        .await
+        .success();
+    let error = jetsource_on(SCHEMA, &["relay-status", "--max-lag", "1m"])
+        .await
+        .failure();
+    assert!(
+        error.starts_with("error: relay orders lags 5m")
+            && error.ends_with(&format!("behind in {place}, more than --max-lag 1m")),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,7 @@ pub async fn run(
         )?;
         line(out, "unpublished:", &waiting.events)?;
         lag_line(out, waiting.lag, waiting.oldest)?;
-        return Ok(());
+        return within_max_lag(args, "(none yet)", waiting.lag, &place);
     }
     match statuses.len() {
         1 => writeln!(out, "1 relay in {place}")?,
@@ -62,7 +62,27 @@ pub async fn run(
     for status in &statuses {
         print(status, now, out)?;
     }
-    Ok(())
+    statuses
+        .iter()
+        .try_for_each(|status| within_max_lag(args, &status.name, status.lag, &place))
+}
+
+/// Fails when `--max-lag` is given and `lag` exceeds it.
+fn within_max_lag(
+    args: &RelayStatusArgs,
+    name: &str,
+    lag: Option<Duration>,
+    place: &str,
+) -> Result<(), CliError> {
+    match (args.max_lag, lag) {
+        (Some(max), Some(lag)) if lag > max => Err(CliError::RelayLags {
+            name: name.to_owned(),
+            place: place.to_owned(),
+            lag: render::duration(round_to_millis(lag)),
+            max: render::duration(max),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// One relay: its name, then one indented line per figure.
