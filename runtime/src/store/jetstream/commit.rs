@@ -10,7 +10,9 @@ use super::cache::{self, AggregateState, Head};
 use super::error::JetStreamError;
 use super::headers;
 use super::shared::Shared;
-use crate::store::{AggregateKey, AppendOutcome, ExpectedVersion, NewEvent, StoreError};
+use crate::store::{
+    AggregateKey, AppendOutcome, ExpectedVersion, NewEvent, StoreError, StoredEvent,
+};
 
 /// How many times an [`ExpectedVersion::Any`] append is sent after losing a race.
 const ANY_VERSION_ATTEMPTS: u32 = 100;
@@ -278,21 +280,36 @@ async fn catch_up(
 /// direct get, which a follower may answer a moment behind).
 pub(super) async fn last(store: &Shared, key: &AggregateKey) -> Result<AggregateState, StoreError> {
     let filter = store.filter(key);
-    match store.stream.get_last_raw_message_by_subject(&filter).await {
-        Ok(message) => {
-            let prefix_len = store.config.prefix.len();
-            let rest = message.subject.get(prefix_len + 1..).unwrap_or("");
-            let event = headers::decode(rest, message.sequence, &message.headers, message.payload)?;
+    match last_event(store, &filter, key).await? {
+        Some(event) => {
             let mut state = AggregateState::default();
             state.remember(event.sequence, event.position);
             Ok(state)
         }
-        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(AggregateState {
+        None => Ok(AggregateState {
             commands: Some(HashMap::new()),
             ..AggregateState::default()
         }),
+    }
+}
+
+/// The newest event under `filter` (one aggregate's subjects, `aggregate` in messages), read
+/// through the stream leader; `None` when there is none.
+pub(super) async fn last_event(
+    store: &Shared,
+    filter: &str,
+    aggregate: &(dyn std::fmt::Display + Sync),
+) -> Result<Option<StoredEvent>, StoreError> {
+    match store.stream.get_last_raw_message_by_subject(filter).await {
+        Ok(message) => {
+            let prefix_len = store.config.prefix.len();
+            let rest = message.subject.get(prefix_len + 1..).unwrap_or("");
+            let event = headers::decode(rest, message.sequence, &message.headers, message.payload)?;
+            Ok(Some(event))
+        }
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => {
-            Err(JetStreamError::request(format!("look up the last event of {key}"), e).into())
+            Err(JetStreamError::request(format!("look up the last event of {aggregate}"), e).into())
         }
     }
 }

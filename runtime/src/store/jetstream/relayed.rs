@@ -2,8 +2,6 @@
 //! side of JetStream. They get the subjects and wire format of this store's own appends, so
 //! subscribers cannot tell them apart.
 
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
-
 use super::append::{self, Outgoing, Published};
 use super::{headers, JetStreamError, JetStreamStore};
 use crate::store::{StoreError, StoredEvent};
@@ -19,24 +17,9 @@ impl JetStreamStore {
     ) -> Result<u64, StoreError> {
         let shared = &self.inner;
         let filter = wire::aggregate_filter(&shared.config.prefix, aggregate_type, aggregate_id);
-        match shared.stream.get_last_raw_message_by_subject(&filter).await {
-            Ok(message) => {
-                let rest = message.subject.get(shared.config.prefix.len() + 1..);
-                let stored = headers::decode(
-                    rest.unwrap_or(""),
-                    message.sequence,
-                    &message.headers,
-                    message.payload,
-                )?;
-                Ok(stored.sequence)
-            }
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(e) => Err(JetStreamError::request(
-                format!("look up the last event of {aggregate_type}/{aggregate_id}"),
-                e,
-            )
-            .into()),
-        }
+        let aggregate = format!("{aggregate_type}/{aggregate_id}");
+        let last = super::commit::last_event(shared, &filter, &aggregate).await?;
+        Ok(last.map_or(0, |event| event.sequence))
     }
 
     /// Publishes `event` and waits for its ack: `true` when the stream stored it, `false` when
