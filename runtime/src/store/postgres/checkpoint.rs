@@ -126,7 +126,7 @@ pub(crate) async fn open_window(
 }
 
 /// Up to `limit` events of the open window after its last published position, in position
-/// order. The index on `transaction_id` bounds the scan to transactions that started after
+/// order (`status.rs` counts what still waits by the same rule). The index on `transaction_id` bounds the scan to transactions that started after
 /// the oldest one still running at `published_through`.
 pub(crate) async fn next_events(
     conn: &mut PgConnection,

@@ -41,6 +41,7 @@ pub struct Backlog {
 }
 
 /// The unpublished events of the relay row `r`: its count and earliest `occurred_at_ns`.
+/// The complement of what the relay reads (`checkpoint::next_events`), by the same window rule.
 ///
 /// A relay has published every row whose transaction is visible in `published_through`, and,
 /// while a window is open, the rows of transactions visible in `window_to` (but not in
