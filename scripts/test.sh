@@ -54,6 +54,8 @@ for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && br
 # `--all-features` (jetstream and postgres) covers the `required-features` of both examples in
 # one build.
 NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example bank > /dev/null
+# The process manager: orders shipped, and cancelled by a deadline the server fires or a rejection.
+NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example fulfilment > /dev/null
 # Events in PostgreSQL, relayed to the same server, handled by a subscriber there.
 NATS_URL="nats://127.0.0.1:$port" cargo run --quiet --all-features --example postgres_relay > /dev/null
 # The PostgreSQL read model on the same server: rebuilt from scratch, then updated in place.

@@ -1,5 +1,6 @@
-//! Compile-time behaviour of the derives and `#[subscriber]`: every `pass` file must compile (and run), every
-//! `fail` file must fail with exactly the diagnostic in its `.stderr` beside it.
+//! Compile-time behaviour of the derives, `#[subscriber]` and `#[process_manager]`: every
+//! `pass` file must compile (and run), every `fail` file must fail with exactly the diagnostic
+//! in its `.stderr` beside it.
 //!
 //! Regenerate the expected output with
 //! `TRYBUILD=overwrite cargo test -p jetsource-tests --test ui`, then read every changed
@@ -9,7 +10,13 @@
 #[test]
 fn ui() {
     let cases = trybuild::TestCases::new();
-    for macro_name in ["event", "event_set", "aggregate", "subscriber"] {
+    for macro_name in [
+        "event",
+        "event_set",
+        "aggregate",
+        "subscriber",
+        "process_manager",
+    ] {
         cases.pass(format!("ui/{macro_name}/pass/*.rs"));
         cases.compile_fail(format!("ui/{macro_name}/fail/*.rs"));
     }

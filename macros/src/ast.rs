@@ -1,6 +1,8 @@
 //! The derive inputs as this crate sees them: borrowed from the `DeriveInput` (so every error
 //! can point at the user's own tokens) with the attributes already parsed.
 
+pub mod process_manager;
+
 use crate::attr::aggregate::{self, AggregateAttrs};
 use crate::attr::event::{self, EventAttrs};
 use crate::attr::event_set::{self, EventSetAttrs};

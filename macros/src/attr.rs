@@ -1,4 +1,4 @@
-//! Attribute parsing, shared by the three derives and `#[subscriber]`. Each derive's keys live in its submodule;
+//! Attribute parsing, shared by the three derives, `#[subscriber]` and `#[process_manager]`. Each derive's keys live in its submodule;
 //! this module holds what they share: the key names, the one duplicate-key check, and the
 //! handling of unknown keys and literal values.
 //!
@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod event;
 pub mod event_set;
+pub mod process_manager;
 pub mod subscriber;
 pub mod time;
 
@@ -68,6 +69,13 @@ pub const CONCURRENCY: Symbol = Symbol("concurrency");
 pub const PARTITIONS: Symbol = Symbol("partitions");
 pub const MEMBER_TTL_MS: Symbol = Symbol("member_ttl_ms");
 pub const STREAM: Symbol = Symbol("stream");
+
+// Keys of `#[process_manager(...)]` (it also takes `name`), and its handler attributes.
+pub const CORRELATE: Symbol = Symbol("correlate");
+pub const WITH: Symbol = Symbol("with");
+pub const START: Symbol = Symbol("start");
+pub const DEADLINE: Symbol = Symbol("deadline");
+pub const REJECTED: Symbol = Symbol("rejected");
 
 /// A number written in an attribute, kept with its literal so errors can point at it.
 #[derive(Clone)]

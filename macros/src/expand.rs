@@ -5,6 +5,7 @@
 pub mod aggregate;
 pub mod event;
 pub mod event_set;
+pub mod process_manager;
 pub mod subscriber;
 
 use crate::ctxt::Ctxt;

@@ -1,5 +1,5 @@
 //! Derives for [jetsource](https://docs.rs/jetsource): `Event`, `EventSet` and `Aggregate`, and
-//! the `#[subscriber]` attribute.
+//! the `#[subscriber]` and `#[process_manager]` attributes.
 //! Use them through the `jetsource` crate, which re-exports them with their documentation;
 //! the generated code refers to `::jetsource` and does not work without it.
 //!
@@ -39,4 +39,12 @@ pub fn derive_aggregate(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn subscriber(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::subscriber::attribute(args.into(), item.into()).into()
+}
+
+/// Turns an `impl` block of handlers into a `jetsource::process_manager::ProcessManager`, with
+/// `#[start]`, `#[correlate(...)]`, `#[deadline("...")]` and `#[rejected]` on its handlers; see
+/// the `jetsource` crate.
+#[proc_macro_attribute]
+pub fn process_manager(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::process_manager::attribute(args.into(), item.into()).into()
 }

@@ -3,6 +3,10 @@
 //! (a previous version's name and version, distinct names in a set) cannot be decided here and
 //! become const assertions in the generated code instead (see `expand`).
 
+mod process_manager;
+
+pub use process_manager::check_process_manager;
+
 use crate::ast::{AggregateState, EventSetEnum, EventStruct, Handler, SubscriberImpl};
 use crate::attr::aggregate::SnapshotAttrs;
 use crate::attr::subscriber::{Backoff, DeliverFrom, SubscriberAttrs};

@@ -35,6 +35,9 @@
 //! ```
 #![deny(missing_docs)]
 
+// The derives' generated code names `::jetsource`; the runtime derives a few of its own types.
+extern crate self as jetsource;
+
 mod aggregate;
 mod attachments;
 mod codec;
@@ -44,6 +47,7 @@ mod event_set;
 mod id;
 mod lanes;
 pub mod observability;
+pub mod process_manager;
 mod repository;
 mod store;
 pub mod testing;
@@ -94,6 +98,12 @@ pub use jetsource_macros::Aggregate;
 /// "new" | N, ack_wait_ms = N, max_deliver = N, backoff_ms = [N, ...], max_ack_pending = N,
 /// concurrency = N)]`.
 pub use jetsource_macros::subscriber;
+
+/// Turns an inherent `impl` block of handlers into a [`process_manager::ProcessManager`]:
+/// `#[process_manager(name = "...", correlate = field)]` on the block; `#[start]`,
+/// `#[correlate(field)]`, `#[deadline("name")]` and `#[rejected]` on handlers. See
+/// [`process_manager`].
+pub use jetsource_macros::process_manager;
 
 #[cfg(feature = "postgres")]
 pub mod projection;

@@ -65,6 +65,23 @@ pub const EVENTS_DEAD_LETTERED: &str = "jetsource_events_dead_lettered_total";
 pub const HANDLER_SECONDS: &str = "jetsource_handler_seconds";
 /// Gauge: events of a subscriber's stream not yet delivered to it.
 pub const CONSUMER_LAG: &str = "jetsource_consumer_lag";
+/// Counter: process-manager instances created, by `process_manager`. Active instances are
+/// this minus [`INSTANCES_COMPLETED`].
+pub const INSTANCES_STARTED: &str = "jetsource_process_instances_started_total";
+/// Counter: process-manager instances completed, by `process_manager`.
+pub const INSTANCES_COMPLETED: &str = "jetsource_process_instances_completed_total";
+/// Counter: deadlines scheduled (a re-scheduled one counts again), by `process_manager`.
+/// Pending deadlines are this minus [`DEADLINES_CANCELLED`] and [`DEADLINES_FIRED`].
+pub const DEADLINES_SCHEDULED: &str = "jetsource_deadlines_scheduled_total";
+/// Counter: deadlines cancelled (also by completing an instance), by `process_manager`.
+pub const DEADLINES_CANCELLED: &str = "jetsource_deadlines_cancelled_total";
+/// Counter: deadlines handled when they fired, by `process_manager`.
+pub const DEADLINES_FIRED: &str = "jetsource_deadlines_fired_total";
+/// Histogram: seconds from a deadline's due time to its handler, by `process_manager`.
+pub const DEADLINE_LATENESS_SECONDS: &str = "jetsource_deadline_lateness_seconds";
+/// Counter: commands a process manager sent, by `process_manager` and `outcome` (`applied`
+/// or `rejected`).
+pub const PROCESS_COMMANDS: &str = "jetsource_process_commands_total";
 
 /// The event a handler is handling, for the commands it runs.
 #[derive(Debug, Clone)]

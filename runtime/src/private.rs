@@ -4,6 +4,7 @@ pub use crate::aggregate::{Aggregate, Apply, SnapshotPolicy};
 pub use crate::error::{DecodeError, EncodeError};
 pub use crate::event::{Codec, EncodedEvent, Event, RawEvent};
 pub use crate::event_set::EventSet;
+pub use crate::process_manager::{ProcessContext, ProcessManager, Rejected, Rejection};
 pub use crate::subscriber::{
     DeliverFrom, EventContext, HandlerError, Subscriber, SubscriberConfig, SubscriberDefinition,
 };
@@ -347,4 +348,14 @@ impl<S> ApplyEach<S> for NoEvents {
     fn apply_to(self, _: &mut S) {
         match self {}
     }
+}
+
+/// A rejection no `#[rejected]` handler takes: logged, and the instance goes on.
+pub fn unhandled_rejection(manager: &'static str, rejection: &Rejection) {
+    tracing::warn!(
+        process_manager = manager,
+        command = %rejection.command,
+        aggregate_id = %rejection.aggregate_id,
+        "a command was rejected and no #[rejected] handler takes it"
+    );
 }

@@ -3,6 +3,7 @@
 //! subscriber tests of every backend share.
 #![allow(dead_code)]
 
+pub mod fulfilment;
 pub mod postgres;
 pub mod subscriber;
 

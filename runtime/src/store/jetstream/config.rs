@@ -57,6 +57,13 @@ pub struct StreamConfig {
     pub allow_direct: bool,
     /// Lets multi-event commands commit as one atomic batch (required for them).
     pub allow_atomic_publish: bool,
+    /// Lets the stream hold message schedules (nats-server 2.12+, off by default): process
+    /// managers' instance stores need it, since their deadlines are schedules the server fires.
+    /// It also turns on the stream's `allow_rollup`, which a schedule needs to replace the one
+    /// before it; with rollups on, anyone allowed to publish to the stream can purge it with a
+    /// `Nats-Rollup` header, so keep events that must last in a stream without schedules. The
+    /// server refuses to turn schedules off again on a stream that has them.
+    pub allow_message_schedules: bool,
     /// The key-value bucket that holds snapshots; `<name>_SNAPSHOTS` by default.
     pub snapshot_bucket: String,
     /// Update an existing stream whose settings differ instead of failing with
@@ -80,6 +87,7 @@ impl StreamConfig {
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
             allow_atomic_publish: true,
+            allow_message_schedules: false,
             update_existing: false,
         }
     }
@@ -117,6 +125,12 @@ impl StreamConfig {
     /// Sets the server's deduplication window.
     pub fn duplicate_window(mut self, window: Duration) -> Self {
         self.duplicate_window = window;
+        self
+    }
+
+    /// Lets the stream hold message schedules (process managers' deadlines).
+    pub fn allow_message_schedules(mut self, allow: bool) -> Self {
+        self.allow_message_schedules = allow;
         self
     }
 
@@ -216,6 +230,10 @@ impl StreamConfig {
             duplicate_window: self.duplicate_window,
             allow_direct: self.allow_direct,
             allow_atomic_publish: self.allow_atomic_publish,
+            allow_message_schedules: self.allow_message_schedules,
+            // Each schedule rolls up its subject (so a new one replaces the old): the server
+            // turns this on for schedules unless it is pedantic, which would refuse the stream.
+            allow_rollup: self.allow_message_schedules,
             ..Default::default()
         }
     }
@@ -292,6 +310,13 @@ impl StreamConfig {
                 "allow_atomic_publish",
                 existing.allow_atomic_publish.to_string(),
                 wanted.allow_atomic_publish.to_string(),
+            );
+        }
+        if existing.allow_message_schedules != wanted.allow_message_schedules {
+            return differ(
+                "allow_message_schedules",
+                existing.allow_message_schedules.to_string(),
+                wanted.allow_message_schedules.to_string(),
             );
         }
         None
