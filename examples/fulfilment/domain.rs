@@ -178,7 +178,10 @@ impl Command for Reserve {
         if stock.available == 0 {
             return Err(ReserveRefused::OutOfStock);
         }
-        Ok(vec![StockReserved { order_id: self.order_id.clone() }.into()])
+        Ok(vec![StockReserved {
+            order_id: self.order_id.clone(),
+        }
+        .into()])
     }
 }
 
@@ -194,7 +197,10 @@ impl Command for Release {
     type Rejection = ();
 
     fn decide(&self, _: &Stock) -> Result<Vec<StockEvent>, ()> {
-        Ok(vec![StockReleased { order_id: self.order_id.clone() }.into()])
+        Ok(vec![StockReleased {
+            order_id: self.order_id.clone(),
+        }
+        .into()])
     }
 }
 
@@ -247,19 +253,32 @@ pub struct Fulfilment {
 #[jetsource::process_manager(name = "fulfilment", correlate = order_id)]
 impl Fulfilment {
     #[start]
-    async fn on_placed(&mut self, e: OrderPlaced, cx: &mut ProcessContext) -> Result<(), HandlerError> {
+    async fn on_placed(
+        &mut self,
+        e: OrderPlaced,
+        cx: &mut ProcessContext,
+    ) -> Result<(), HandlerError> {
         if !cx.is_new() {
             // The same order placed twice: the instance exists and has reserved already.
             return Ok(());
         }
         self.sku = e.sku.clone();
         self.reserved = true;
-        cx.send(e.sku, Reserve { order_id: e.order_id });
+        cx.send(
+            e.sku,
+            Reserve {
+                order_id: e.order_id,
+            },
+        );
         cx.schedule("payment", Duration::from_millis(e.pay_within_ms));
         Ok(())
     }
 
-    async fn on_paid(&mut self, _: PaymentReceived, cx: &mut ProcessContext) -> Result<(), HandlerError> {
+    async fn on_paid(
+        &mut self,
+        _: PaymentReceived,
+        cx: &mut ProcessContext,
+    ) -> Result<(), HandlerError> {
         self.paid = true;
         cx.cancel("payment");
         cx.send(cx.instance().to_owned(), EndOrder::Ship);
@@ -271,13 +290,22 @@ impl Fulfilment {
     async fn payment_overdue(&mut self, cx: &mut ProcessContext) -> Result<(), HandlerError> {
         let reason = "not paid in time".to_owned();
         cx.send(cx.instance().to_owned(), EndOrder::Cancel { reason });
-        cx.send(self.sku.clone(), Release { order_id: cx.instance().to_owned() });
+        cx.send(
+            self.sku.clone(),
+            Release {
+                order_id: cx.instance().to_owned(),
+            },
+        );
         cx.complete();
         Ok(())
     }
 
     #[rejected]
-    async fn out_of_stock(&mut self, _: Rejected<Reserve>, cx: &mut ProcessContext) -> Result<(), HandlerError> {
+    async fn out_of_stock(
+        &mut self,
+        _: Rejected<Reserve>,
+        cx: &mut ProcessContext,
+    ) -> Result<(), HandlerError> {
         self.reserved = false;
         let reason = "out of stock".to_owned();
         cx.send(cx.instance().to_owned(), EndOrder::Cancel { reason });
