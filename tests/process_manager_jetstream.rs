@@ -227,3 +227,77 @@ async fn start_refuses_to_keep_instances_in_the_events_stream() {
          to rollups"
     );
 }
+
+#[tokio::test]
+async fn two_start_events_for_one_order_make_one_instance() {
+    let server = NatsServer::start();
+    let world = World::on(&server).await;
+    world.shop.add_stock("sku-1", 5).await;
+    let running = world.start().await;
+    world.shop.place("twice", "sku-1", LONG).await;
+    // The same order placed again by another command: a second start event.
+    world
+        .shop
+        .orders
+        .execute("twice", |_| {
+            let again = support::fulfilment::domain::OrderPlaced {
+                order_id: "twice".into(),
+                sku: "sku-1".into(),
+                pay_within_ms: LONG.as_millis() as u64,
+            };
+            Ok::<_, std::convert::Infallible>(vec![again.into()])
+        })
+        .await
+        .unwrap();
+    let key = AggregateKey::new("fulfilment", AggregateId::new("twice").unwrap());
+    eventually("both start events handled", || async {
+        world.instances.load(&key, 1).await.unwrap().len() == 2
+    })
+    .await;
+    world.shop.pay("twice").await;
+    world.wait_for_order("twice", OrderStatus::Shipped).await;
+    running.shutdown().await.unwrap();
+    assert_eq!(world.shop.stock_of("sku-1").await.reserved, 1, "reserved once");
+}
+
+#[tokio::test]
+async fn an_event_whose_instance_never_starts_is_dead_lettered_and_can_be_redriven() {
+    let server = NatsServer::start();
+    let world = World::on(&server).await;
+    world.shop.add_stock("sku-1", 5).await;
+    let mut config = config().start_wait(Duration::from_millis(50));
+    config.events = (config.events)
+        .backoff([Duration::from_millis(20)])
+        .max_deliver(2);
+    let running = process_manager::start::<Fulfilment>(
+        &world.events,
+        &world.instances,
+        world.shop.commands(),
+        config,
+    )
+    .await
+    .unwrap();
+    // Paid before it was placed, as far as the process manager can tell: it never starts.
+    world.shop.pay("early").await;
+    let letters = jetsource::subscriber::DeadLetters::open(&world.events)
+        .await
+        .unwrap();
+    eventually("a dead letter", || async {
+        letters.list("fulfilment").await.unwrap().len() == 1
+    })
+    .await;
+    let letter = &letters.list("fulfilment").await.unwrap()[0];
+    assert_eq!(letter.subject, "shop.payment.early.payment_received");
+    assert_eq!(
+        letter.error,
+        "process manager fulfilment, instance early: no start event created the instance \
+         (waited 50ms) (after 2 attempts)"
+    );
+
+    // Once the order exists, the redriven payment ships it.
+    world.shop.place("early", "sku-1", LONG).await;
+    eventually("reserved", || async { world.shop.stock_of("sku-1").await.reserved == 1 }).await;
+    assert_eq!(letters.redrive("fulfilment").await.unwrap(), 1);
+    world.wait_for_order("early", OrderStatus::Shipped).await;
+    running.shutdown().await.unwrap();
+}
