@@ -23,9 +23,11 @@ struct World {
 impl World {
     async fn on(server: &NatsServer) -> Self {
         let events = support::store(server, "SHOP").await;
-        let instances =
-            support::store_with(server, support::config("FULFILMENT").allow_message_schedules(true))
-                .await;
+        let instances = support::store_with(
+            server,
+            support::config("FULFILMENT").allow_message_schedules(true),
+        )
+        .await;
         World {
             shop: Shop::new(events.clone()),
             events,
@@ -67,8 +69,14 @@ async fn a_paid_order_ships_and_an_unpaid_one_is_cancelled_by_its_deadline() {
     world.shop.add_stock("sku-1", 5).await;
     let running = world.start().await;
 
-    world.shop.place("paid", "sku-1", Duration::from_secs(2)).await;
-    world.shop.place("unpaid", "sku-1", Duration::from_secs(1)).await;
+    world
+        .shop
+        .place("paid", "sku-1", Duration::from_secs(2))
+        .await;
+    world
+        .shop
+        .place("unpaid", "sku-1", Duration::from_secs(1))
+        .await;
     world.shop.pay("paid").await;
     world.wait_for_order("paid", OrderStatus::Shipped).await;
     world.wait_for_order("unpaid", OrderStatus::Cancelled).await;
@@ -78,8 +86,14 @@ async fn a_paid_order_ships_and_an_unpaid_one_is_cancelled_by_its_deadline() {
     .await;
     let stats = running.shutdown().await.unwrap();
     assert_eq!(world.shop.order("paid").await, (OrderStatus::Shipped, 1));
-    assert_eq!(world.shop.order("unpaid").await, (OrderStatus::Cancelled, 1));
-    assert_eq!(stats.deadlines.handled, 1, "only the unpaid order's deadline fired");
+    assert_eq!(
+        world.shop.order("unpaid").await,
+        (OrderStatus::Cancelled, 1)
+    );
+    assert_eq!(
+        stats.deadlines.handled, 1,
+        "only the unpaid order's deadline fired"
+    );
 }
 
 #[tokio::test]
@@ -88,8 +102,14 @@ async fn a_deadline_fires_after_the_process_and_the_server_restarted() {
     let world = World::on(&server).await;
     world.shop.add_stock("sku-1", 5).await;
     let running = world.start().await;
-    world.shop.place("o-1", "sku-1", Duration::from_secs(3)).await;
-    eventually("reserved", || async { world.shop.stock_of("sku-1").await.reserved == 1 }).await;
+    world
+        .shop
+        .place("o-1", "sku-1", Duration::from_secs(3))
+        .await;
+    eventually("reserved", || async {
+        world.shop.stock_of("sku-1").await.reserved == 1
+    })
+    .await;
     // The process dies: no timer of its own could fire the deadline now.
     running.abort().await;
 
@@ -98,7 +118,10 @@ async fn a_deadline_fires_after_the_process_and_the_server_restarted() {
     let world = World::on(&server).await;
     let running = world.start().await;
     world.wait_for_order("o-1", OrderStatus::Cancelled).await;
-    eventually("released", || async { world.shop.stock_of("sku-1").await.reserved == 0 }).await;
+    eventually("released", || async {
+        world.shop.stock_of("sku-1").await.reserved == 0
+    })
+    .await;
     running.shutdown().await.unwrap();
     assert_eq!(world.shop.order("o-1").await, (OrderStatus::Cancelled, 1));
 }
@@ -131,7 +154,11 @@ async fn a_deadline_that_fires_after_its_cancel_or_the_completion_is_ignored() {
     .await;
     running.shutdown().await.unwrap();
     assert_eq!(world.shop.order("o-2").await, (OrderStatus::Shipped, 1));
-    assert_eq!(world.shop.stock_of("sku-1").await.reserved, 1, "nothing released");
+    assert_eq!(
+        world.shop.stock_of("sku-1").await.reserved,
+        1,
+        "nothing released"
+    );
 }
 
 #[tokio::test]
@@ -155,11 +182,16 @@ async fn a_successor_redoes_an_aborted_process_work_without_applying_a_command_t
         world.shop.pay(&format!("k-{n}")).await;
     }
     for n in 0..200 {
-        world.wait_for_order(&format!("k-{n}"), OrderStatus::Shipped).await;
+        world
+            .wait_for_order(&format!("k-{n}"), OrderStatus::Shipped)
+            .await;
     }
     running.shutdown().await.unwrap();
     for n in 0..200 {
-        assert_eq!(world.shop.order(&format!("k-{n}")).await, (OrderStatus::Shipped, 1));
+        assert_eq!(
+            world.shop.order(&format!("k-{n}")).await,
+            (OrderStatus::Shipped, 1)
+        );
     }
     assert_eq!(world.shop.stock_of("sku-1").await.reserved, 200);
 }
@@ -200,11 +232,19 @@ async fn two_processes_share_the_instances_through_partitions() {
         world.shop.pay(&format!("p-{n}")).await;
     }
     for n in 0..100 {
-        world.wait_for_order(&format!("p-{n}"), OrderStatus::Shipped).await;
+        world
+            .wait_for_order(&format!("p-{n}"), OrderStatus::Shipped)
+            .await;
     }
-    let (first, second) = (first.shutdown().await.unwrap(), second.shutdown().await.unwrap());
+    let (first, second) = (
+        first.shutdown().await.unwrap(),
+        second.shutdown().await.unwrap(),
+    );
     for n in 0..100 {
-        assert_eq!(world.shop.order(&format!("p-{n}")).await, (OrderStatus::Shipped, 1));
+        assert_eq!(
+            world.shop.order(&format!("p-{n}")).await,
+            (OrderStatus::Shipped, 1)
+        );
     }
     assert_eq!(world.shop.stock_of("sku-1").await.reserved, 100);
     // Every event reached exactly one of the two (redeliveries aside, which there are none of).
@@ -214,8 +254,11 @@ async fn two_processes_share_the_instances_through_partitions() {
 #[tokio::test]
 async fn start_refuses_to_keep_instances_in_the_events_stream() {
     let server = NatsServer::start();
-    let events =
-        support::store_with(&server, support::config("SHOP").allow_message_schedules(true)).await;
+    let events = support::store_with(
+        &server,
+        support::config("SHOP").allow_message_schedules(true),
+    )
+    .await;
     let shop = Shop::new(events.clone());
     let error = process_manager::start::<Fulfilment>(&events, &events, shop.commands(), config())
         .await
@@ -257,7 +300,11 @@ async fn two_start_events_for_one_order_make_one_instance() {
     world.shop.pay("twice").await;
     world.wait_for_order("twice", OrderStatus::Shipped).await;
     running.shutdown().await.unwrap();
-    assert_eq!(world.shop.stock_of("sku-1").await.reserved, 1, "reserved once");
+    assert_eq!(
+        world.shop.stock_of("sku-1").await.reserved,
+        1,
+        "reserved once"
+    );
 }
 
 #[tokio::test]
@@ -296,7 +343,10 @@ async fn an_event_whose_instance_never_starts_is_dead_lettered_and_can_be_redriv
 
     // Once the order exists, the redriven payment ships it.
     world.shop.place("early", "sku-1", LONG).await;
-    eventually("reserved", || async { world.shop.stock_of("sku-1").await.reserved == 1 }).await;
+    eventually("reserved", || async {
+        world.shop.stock_of("sku-1").await.reserved == 1
+    })
+    .await;
     assert_eq!(letters.redrive("fulfilment").await.unwrap(), 1);
     world.wait_for_order("early", OrderStatus::Shipped).await;
     running.shutdown().await.unwrap();

@@ -68,7 +68,10 @@ async fn a_paid_order_ships_and_its_deadline_is_cancelled() {
 
     world.shop.pay("o-1").await;
     world.wait_for_order("o-1", OrderStatus::Shipped).await;
-    eventually("deadline cancelled", || async { world.clock.pending() == 0 }).await;
+    eventually("deadline cancelled", || async {
+        world.clock.pending() == 0
+    })
+    .await;
 
     // Long after the payment window nothing more happens: the deadline was cancelled.
     world.clock.advance(PAYMENT_WINDOW * 2).await.unwrap();
@@ -87,7 +90,11 @@ async fn an_unpaid_order_is_cancelled_when_the_payment_deadline_fires() {
     world.shop.place("o-2", "sku-1", PAYMENT_WINDOW).await;
     eventually("deadline set", || async { world.clock.pending() == 1 }).await;
 
-    world.clock.advance(PAYMENT_WINDOW - Duration::from_secs(1)).await.unwrap();
+    world
+        .clock
+        .advance(PAYMENT_WINDOW - Duration::from_secs(1))
+        .await
+        .unwrap();
     assert_eq!(world.clock.pending(), 1, "not due yet");
     world.clock.advance(Duration::from_secs(1)).await.unwrap();
     world.wait_for_order("o-2", OrderStatus::Cancelled).await;
@@ -116,7 +123,10 @@ async fn a_rejected_reservation_comes_back_to_the_process_manager_which_cancels_
     world.shop.place("o-4", "sku-empty", PAYMENT_WINDOW).await;
     world.shop.place("o-5", "sku-empty", PAYMENT_WINDOW).await;
     eventually("one order cancelled for lack of stock", || async {
-        let statuses = [world.shop.order("o-4").await.0, world.shop.order("o-5").await.0];
+        let statuses = [
+            world.shop.order("o-4").await.0,
+            world.shop.order("o-5").await.0,
+        ];
         statuses.contains(&OrderStatus::Cancelled)
     })
     .await;
@@ -158,7 +168,10 @@ async fn redelivered_events_and_a_restart_apply_no_command_twice() {
     world.shop.add_stock("sku-1", 50).await;
     let running = world.start().await;
     for n in 0..20 {
-        world.shop.place(&format!("r-{n}"), "sku-1", PAYMENT_WINDOW).await;
+        world
+            .shop
+            .place(&format!("r-{n}"), "sku-1", PAYMENT_WINDOW)
+            .await;
     }
     eventually("20 reserved", || async {
         world.shop.stock_of("sku-1").await.reserved == 20
@@ -176,13 +189,22 @@ async fn redelivered_events_and_a_restart_apply_no_command_twice() {
         world.shop.pay(&format!("r-{n}")).await;
     }
     for n in 0..20 {
-        world.wait_for_order(&format!("r-{n}"), OrderStatus::Shipped).await;
+        world
+            .wait_for_order(&format!("r-{n}"), OrderStatus::Shipped)
+            .await;
     }
     running.shutdown().await.unwrap();
     assert_eq!(world.shop.stock_of("sku-1").await.reserved, 20);
     for n in 0..20 {
-        assert_eq!(world.shop.order(&format!("r-{n}")).await, (OrderStatus::Shipped, 1));
-        assert_eq!(world.commits(&format!("r-{n}")).await, 2, "placed and paid, once each");
+        assert_eq!(
+            world.shop.order(&format!("r-{n}")).await,
+            (OrderStatus::Shipped, 1)
+        );
+        assert_eq!(
+            world.commits(&format!("r-{n}")).await,
+            2,
+            "placed and paid, once each"
+        );
     }
 }
 
@@ -201,7 +223,9 @@ impl Picky {
         _: &mut jetsource::process_manager::ProcessContext,
     ) -> Result<(), jetsource::subscriber::HandlerError> {
         if e.sku == "poison" {
-            return Err(jetsource::subscriber::HandlerError::permanent("sku poison cannot be sold"));
+            return Err(jetsource::subscriber::HandlerError::permanent(
+                "sku poison cannot be sold",
+            ));
         }
         self.orders += 1;
         Ok(())
@@ -223,7 +247,10 @@ async fn a_failing_handler_dead_letters_its_input_naming_the_instance_and_others
     world.shop.place("bad", "poison", PAYMENT_WINDOW).await;
     world.shop.place("good", "sku-1", PAYMENT_WINDOW).await;
     let letters = jetsource::subscriber::InMemoryDeadLetters::new(&world.store);
-    eventually("a dead letter", || async { letters.list("picky").len() == 1 }).await;
+    eventually("a dead letter", || async {
+        letters.list("picky").len() == 1
+    })
+    .await;
     eventually("the good order handled", || async {
         let key = AggregateKey::new("picky", AggregateId::new("good").unwrap());
         world.store.load(&key, 1).await.unwrap().len() == 1
@@ -237,7 +264,10 @@ async fn a_failing_handler_dead_letters_its_input_naming_the_instance_and_others
     );
     assert_eq!(letter.event.aggregate_id, "bad");
     let key = AggregateKey::new("picky", AggregateId::new("bad").unwrap());
-    assert!(world.store.load(&key, 1).await.unwrap().is_empty(), "nothing committed");
+    assert!(
+        world.store.load(&key, 1).await.unwrap().is_empty(),
+        "nothing committed"
+    );
 }
 
 #[tokio::test]
@@ -258,7 +288,10 @@ async fn an_event_whose_instance_never_starts_waits_then_is_dead_lettered() {
     .unwrap();
     world.shop.pay("ghost").await;
     let letters = jetsource::subscriber::InMemoryDeadLetters::new(&world.store);
-    eventually("a dead letter", || async { letters.list("fulfilment").len() == 1 }).await;
+    eventually("a dead letter", || async {
+        letters.list("fulfilment").len() == 1
+    })
+    .await;
     running.shutdown().await.unwrap();
     let letter = &letters.list("fulfilment")[0];
     assert_eq!(letter.event.name, "payment_received");

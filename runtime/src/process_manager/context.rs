@@ -27,8 +27,9 @@ pub struct ProcessContext {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Input {
-    /// A stored event.
-    Event {
+    /// An event of an aggregate. (Not `Event`: a public variant of that name would make
+    /// rustc print the `jetsource::Event` trait with its full path in every diagnostic.)
+    AggregateEvent {
         /// Its id.
         event_id: uuid::Uuid,
         /// Its aggregate type.

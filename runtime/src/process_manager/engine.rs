@@ -443,7 +443,7 @@ fn describe<E>(arrival: &Arrival<E>) -> (String, String, Input) {
         Arrival::Event { context, .. } => (
             context.event_id.to_string(),
             context.correlation_id.clone(),
-            Input::Event {
+            Input::AggregateEvent {
                 event_id: context.event_id,
                 aggregate_type: context.aggregate_type.clone(),
                 aggregate_id: context.aggregate_id.clone(),

@@ -105,7 +105,7 @@ impl<P: ProcessManager> ProcessFixture<P> {
             Some(_) => self.instance.clone(),
             None => P::correlate(&event),
         };
-        let input = Input::Event {
+        let input = Input::AggregateEvent {
             event_id: uuid::Uuid::nil(),
             aggregate_type: "fixture".to_owned(),
             aggregate_id: "events".to_owned(),
