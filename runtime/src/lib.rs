@@ -102,7 +102,7 @@ pub use jetsource_macros::subscriber;
 /// Turns an inherent `impl` block of handlers into a [`process_manager::ProcessManager`]:
 /// `#[process_manager(name = "...", correlate = field)]` on the block; `#[start]`,
 /// `#[correlate(field)]`, `#[deadline("name")]` and `#[rejected]` on handlers. See
-/// [`process_manager`].
+/// [`process_manager`](mod@process_manager).
 pub use jetsource_macros::process_manager;
 
 #[cfg(feature = "postgres")]

@@ -13,8 +13,8 @@ use crate::aggregate::Aggregate;
 use crate::repository::{ExecuteError, Repository};
 use crate::store::{CommandMetadata, EventStore};
 
-/// A command as data: what a process manager sends with [`ProcessContext::send`]
-/// (super::ProcessContext::send). It is stored with the instance's state before it runs, so it
+/// A command as data: what a process manager sends with
+/// [`ProcessContext::send`](super::ProcessContext::send). It is stored with the instance's state before it runs, so it
 /// must serialize; it runs through a [`Repository`] with a command id, so it is applied once.
 ///
 /// ```

@@ -30,7 +30,7 @@
 //!
 //! Deadlines are held by the broker, not by a timer in the process: on JetStream a nats-server
 //! message schedule on subject `<prefix>.<name>_schedule.<instance>.<deadline>` (the instance
-//! store's stream needs [`StreamConfig::allow_message_schedules`](crate::StreamConfig)); when
+//! store's stream needs `StreamConfig::allow_message_schedules`); when
 //! due, the server stores a `deadline_fired` event of aggregate (`<name>_deadline`, instance),
 //! which the deadlines subscriber delivers. In memory a [`VirtualClock`] holds them.
 //!
