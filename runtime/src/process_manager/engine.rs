@@ -162,7 +162,11 @@ impl<P: ProcessManager, S: EventStore, D: Deadlines> Engine<P, S, D> {
         // subscribers never race each other to commit.
         let _turn = lanes::enter(self.lane_scope(), &key).await;
         let mut arrival = Some(arrival);
-        let (mut current, mut fresh) = self.cached_or_loaded(&key).await?;
+        let starts = match &arrival {
+            Some(Arrival::Event { event: Some(event), .. }) => P::starts(event),
+            _ => false,
+        };
+        let (mut current, mut fresh) = self.cached_or_loaded(&key, starts).await?;
         for _ in 0..CONFLICT_ATTEMPTS {
             if let Some(instance) = current.as_mut() {
                 self.carry_out(&key, instance).await?;
@@ -332,14 +336,18 @@ impl<P: ProcessManager, S: EventStore, D: Deadlines> Engine<P, S, D> {
         }
     }
 
-    /// The instance, and whether it was read from the store just now.
+    /// The instance, and whether it was read from the store just now. For a start event that
+    /// finds nothing cached, no instance, without a read: it usually creates its instance, and
+    /// the commit at version 0 finds out otherwise (a conflict reloads).
     async fn cached_or_loaded(
         &self,
         key: &AggregateKey,
+        starts: bool,
     ) -> Result<(Option<Instance>, bool), HandlerError> {
         let cached = self.lock_cache().get(key.id.as_str()).cloned();
         match cached {
             Some(instance) => Ok((Some(instance), false)),
+            None if starts => Ok((None, false)),
             None => Ok((self.load(key).await?, true)),
         }
     }
