@@ -33,6 +33,7 @@ cargo test --workspace --all-features --doc
 LOAD_CURVE=5000 cargo test -p jetsource-tests --bench load_curve
 cargo test -p jetsource-tests --bench peers
 RELAY_BENCH=short cargo test -p jetsource-tests --bench relay
+PM_BENCH=short cargo test -p jetsource-tests --bench process_manager
 POSTGRES_BENCH=short cargo test -p jetsource-tests --bench postgres
 # What a user gets with `default-features = false`: the in-memory store and subscribers and the
 # fixtures, without async-nats (unit tests and doc tests).
