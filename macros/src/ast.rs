@@ -114,12 +114,7 @@ pub struct Handler<'a> {
 
 impl<'a> SubscriberImpl<'a> {
     pub fn from_syn(cx: &Ctxt, args: TokenStream, input: &'a ItemImpl) -> Self {
-        let ident = match &*input.self_ty {
-            Type::Path(path) if path.qself.is_none() => {
-                path.path.segments.last().map(|segment| &segment.ident)
-            }
-            _ => None,
-        };
+        let ident = self_ident(input);
         let handlers = input
             .items
             .iter()
@@ -148,6 +143,16 @@ impl<'a> Handler<'a> {
             ident: &method.sig.ident,
             event_type,
         }
+    }
+}
+
+/// The name of the type an `impl` block is for, when it is a plain path.
+fn self_ident(input: &ItemImpl) -> Option<&Ident> {
+    match &*input.self_ty {
+        Type::Path(path) if path.qself.is_none() => {
+            path.path.segments.last().map(|segment| &segment.ident)
+        }
+        _ => None,
     }
 }
 

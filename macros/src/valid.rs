@@ -162,8 +162,8 @@ pub fn check_subscriber(cx: &Ctxt, sub: &SubscriberImpl) {
         );
     }
     for handler in &sub.handlers {
-        handler_is_async(cx, handler);
-        handler_is_not_generic(cx, handler);
+        handler_is_async(cx, &handler.original.sig, "subscriber", HANDLER_SHAPE);
+        handler_is_not_generic(cx, &handler.original.sig);
         handler_takes_ref_self(cx, handler);
         handler_takes_event_and_context(cx, handler);
     }
@@ -252,26 +252,26 @@ fn scale_out_is_consistent(cx: &Ctxt, attrs: &SubscriberAttrs) {
 }
 
 /// The runtime awaits each handler's future; a plain `fn` would have to block a worker thread.
-fn handler_is_async(cx: &Ctxt, handler: &Handler) {
-    let sig = &handler.original.sig;
+/// `attribute` names the block's attribute and `shape` the handler it expects.
+fn handler_is_async(cx: &Ctxt, sig: &syn::Signature, attribute: &str, shape: &str) {
     if sig.asyncness.is_none() {
         let (fn_token, ident) = (&sig.fn_token, &sig.ident);
         cx.error_spanned_by(
             quote::quote!(#fn_token #ident),
             format!(
-                "handler `{ident}` must be an `async fn`; every method of a #[subscriber] impl block is a handler: `{HANDLER_SHAPE}`"
+                "handler `{ident}` must be an `async fn`; every method of a #[{attribute}] impl block is a handler: `{shape}`"
             ),
         );
     }
 }
 
 /// The generated dispatch names each handler with no type arguments to choose.
-fn handler_is_not_generic(cx: &Ctxt, handler: &Handler) {
-    let generics = &handler.original.sig.generics;
+fn handler_is_not_generic(cx: &Ctxt, sig: &syn::Signature) {
+    let generics = &sig.generics;
     if !generics.params.is_empty() || generics.where_clause.is_some() {
         cx.error_spanned_by(
             generics,
-            format!("handler `{}` cannot be generic", handler.ident),
+            format!("handler `{}` cannot be generic", sig.ident),
         );
     }
 }

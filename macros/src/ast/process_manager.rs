@@ -40,12 +40,7 @@ pub struct PmHandler<'a> {
 impl<'a> ProcessManagerImpl<'a> {
     pub fn from_syn(cx: &Ctxt, args: TokenStream, input: &'a ItemImpl) -> Self {
         let attrs = process_manager::parse(cx, args);
-        let ident = match &*input.self_ty {
-            Type::Path(path) if path.qself.is_none() => {
-                path.path.segments.last().map(|segment| &segment.ident)
-            }
-            _ => None,
-        };
+        let ident = super::self_ident(input);
         let handlers = input
             .items
             .iter()

@@ -2,7 +2,7 @@
 //! attributes, and the rules across handlers (one handler per event type, a `#[start]`
 //! handler, correlation for every event, deadlines that are scheduled and handled).
 
-use super::is_subject_token;
+use super::{handler_is_async, handler_is_not_generic, is_subject_token};
 use crate::ast::process_manager::{HandlerKind, PmHandler, ProcessManagerImpl};
 use crate::ctxt::Ctxt;
 use crate::expand::type_name;
@@ -23,8 +23,8 @@ pub fn check_process_manager(cx: &Ctxt, pm: &ProcessManagerImpl) {
     }
     for handler in &pm.handlers {
         check_attributes(cx, handler);
-        handler_is_async(cx, handler);
-        handler_is_not_generic(cx, handler);
+        handler_is_async(cx, &handler.original.sig, "process_manager", shape(handler));
+        handler_is_not_generic(cx, &handler.original.sig);
         handler_takes_mut_self(cx, handler);
         handler_takes_its_parameters(cx, handler);
         if let Some(deadline) = handler
@@ -112,32 +112,6 @@ fn shape(handler: &PmHandler) -> &'static str {
         HandlerKind::Event => EVENT_SHAPE,
         HandlerKind::Deadline => DEADLINE_SHAPE,
         HandlerKind::Rejected => REJECTED_SHAPE,
-    }
-}
-
-/// The runtime awaits each handler's future; a plain `fn` would have to block a worker thread.
-fn handler_is_async(cx: &Ctxt, handler: &PmHandler) {
-    let sig = &handler.original.sig;
-    if sig.asyncness.is_none() {
-        let (fn_token, ident) = (&sig.fn_token, &sig.ident);
-        cx.error_spanned_by(
-            quote!(#fn_token #ident),
-            format!(
-                "handler `{ident}` must be an `async fn`; every method of a #[process_manager] impl block is a handler: `{}`",
-                shape(handler)
-            ),
-        );
-    }
-}
-
-/// The generated dispatch names each handler with no type arguments to choose.
-fn handler_is_not_generic(cx: &Ctxt, handler: &PmHandler) {
-    let generics = &handler.original.sig.generics;
-    if !generics.params.is_empty() || generics.where_clause.is_some() {
-        cx.error_spanned_by(
-            generics,
-            format!("handler `{}` cannot be generic", handler.ident),
-        );
     }
 }
 

@@ -163,7 +163,9 @@ impl<P: ProcessManager, S: EventStore, D: Deadlines> Engine<P, S, D> {
         let _turn = lanes::enter(self.lane_scope(), &key).await;
         let mut arrival = Some(arrival);
         let starts = match &arrival {
-            Some(Arrival::Event { event: Some(event), .. }) => P::starts(event),
+            Some(Arrival::Event {
+                event: Some(event), ..
+            }) => P::starts(event),
             _ => false,
         };
         let (mut current, mut fresh) = self.cached_or_loaded(&key, starts).await?;

@@ -33,7 +33,7 @@ use async_nats::header::{NATS_SCHEDULE, NATS_SCHEDULE_TARGET};
 use serde::Deserialize;
 
 use crate::id::validate_token;
-use crate::store::jetstream::{headers, JetStreamError, JetStreamStore};
+use crate::store::jetstream::{headers, ApiError, JetStreamError, JetStreamStore};
 use crate::store::NewEvent;
 use crate::wire;
 
@@ -203,16 +203,6 @@ struct Answer {
     error: Option<ApiError>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ApiError {
-    #[serde(default)]
-    code: u16,
-    #[serde(default)]
-    err_code: u64,
-    #[serde(default)]
-    description: String,
-}
-
 /// Reads the server's reply to a request on `subject`: its answer, or its API error.
 fn answer(reply: &async_nats::Message, subject: &str) -> Result<Answer, JetStreamError> {
     if reply.status.is_some_and(|status| status.as_u16() == 503) {
@@ -232,31 +222,14 @@ fn answer(reply: &async_nats::Message, subject: &str) -> Result<Answer, JetStrea
     }
 }
 
-/// `t` as RFC 3339 in UTC with nanoseconds (`2026-11-30T08:15:00.250000000Z`), which `@at`
-/// takes; times before 1970 as 1970 (they are past, which is all the server needs to know);
-/// `None` after the year 9999, which RFC 3339 cannot write.
+/// `t` as RFC 3339 in UTC (`2026-11-30T08:15:00.25Z`), which `@at` takes; times before 1970 as
+/// 1970 (they are past, which is all the server needs to know); `None` after the year 9999,
+/// which RFC 3339 cannot write.
 fn rfc3339(t: SystemTime) -> Option<String> {
+    use time::format_description::well_known::Rfc3339;
     let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = (i64::try_from(secs / 86_400).ok()?, secs % 86_400);
-    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    if year > 9999 {
-        return None;
-    }
-    let (hour, minute, second) = (rest / 3600, rest % 3600 / 60, rest % 60);
-    let nanos = since.subsec_nanos();
-    Some(format!(
-        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{nanos:09}Z"
-    ))
+    let at = time::OffsetDateTime::UNIX_EPOCH.checked_add(since.try_into().ok()?)?;
+    at.format(&Rfc3339).ok()
 }
 
 #[cfg(test)]
@@ -267,20 +240,20 @@ mod tests {
     #[test]
     fn rfc3339_writes_utc_with_nanoseconds() {
         let at = |secs, nanos| rfc3339(UNIX_EPOCH + Duration::new(secs, nanos)).unwrap();
-        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00Z");
         assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
         assert_eq!(
             at(1_796_083_199, 999_999_999),
             "2026-11-30T23:59:59.999999999Z"
         );
-        assert_eq!(at(253_402_300_799, 0), "9999-12-31T23:59:59.000000000Z");
+        assert_eq!(at(253_402_300_799, 0), "9999-12-31T23:59:59Z");
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(253_402_300_800)),
             None
         );
         assert_eq!(
             rfc3339(UNIX_EPOCH - Duration::from_secs(1)).unwrap(),
-            "1970-01-01T00:00:00.000000000Z"
+            "1970-01-01T00:00:00Z"
         );
     }
 }

@@ -215,14 +215,15 @@ struct Ack {
     error: Option<ApiError>,
 }
 
+/// An error a JetStream API reply carries.
 #[derive(Debug, Deserialize)]
-struct ApiError {
+pub(crate) struct ApiError {
     #[serde(default)]
-    code: u16,
+    pub(crate) code: u16,
     #[serde(default)]
-    err_code: u64,
+    pub(crate) err_code: u64,
     #[serde(default)]
-    description: String,
+    pub(crate) description: String,
 }
 
 fn parse_ack(message: &async_nats::Message) -> Result<Published, JetStreamError> {

@@ -61,6 +61,7 @@
 //! In the key-value bucket [`StreamConfig::snapshot_bucket`], one key per aggregate.
 
 mod append;
+pub(crate) use append::ApiError;
 mod cache;
 mod commit;
 mod config;
