@@ -10,9 +10,10 @@
 //!    store);
 //! 2. carries out what the instance's previous commit asked for, if this process has not
 //!    (after a crash, or when another process committed last): every effect is idempotent;
-//! 3. admits the input or skips it: an event that does not start an instance that does not
-//!    exist, an event already handled (a redelivery), a deadline that was cancelled, replaced
-//!    or already handled, anything for a completed instance;
+//! 3. admits the input or skips it: an event already handled (a redelivery), a deadline that
+//!    was cancelled, replaced or already handled, anything for a completed instance; an event
+//!    that does not start an instance that does not exist waits for its start event
+//!    ([`ProcessConfig::start_wait`]), then fails as retryable;
 //! 4. runs the handler on the state with a [`ProcessContext`], which records the commands to
 //!    send, the deadlines to set or cancel and whether the instance completes;
 //! 5. commits the new state with those effects as one event, with optimistic concurrency on
