@@ -213,3 +213,46 @@ async fn on_the_in_memory_store_the_deadline_fires_when_the_clock_moves() {
     running.shutdown().await.expect("stop the process manager");
 }
 // ANCHOR_END: in_memory
+
+/// Fails its first reminder: a failed handler changes nothing, so the deadline stays pending.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Reminder {
+    attempts: u32,
+}
+
+#[jetsource::process_manager(name = "reminder", correlate = order_id)]
+impl Reminder {
+    #[start]
+    async fn on_placed(
+        &mut self,
+        _: OrderPlaced,
+        cx: &mut jetsource::process_manager::ProcessContext,
+    ) -> Result<(), HandlerError> {
+        cx.schedule("remind", Duration::from_secs(60));
+        Ok(())
+    }
+
+    #[deadline("remind")]
+    async fn remind(
+        &mut self,
+        _: &mut jetsource::process_manager::ProcessContext,
+    ) -> Result<(), HandlerError> {
+        self.attempts += 1;
+        Err(HandlerError::retryable("the mail server is down"))
+    }
+}
+
+#[tokio::test]
+async fn a_deadline_whose_handler_fails_stays_pending_with_the_state_before() {
+    let mut fixture = ProcessFixture::<Reminder>::new()
+        .given([placed("o-1")])
+        .await
+        .unwrap();
+    assert!(fixture.when_deadline("remind").await.is_err());
+    assert_eq!(fixture.pending_deadlines().len(), 1);
+    assert_eq!(fixture.state().unwrap().attempts, 0);
+    assert!(
+        fixture.when_deadline("remind").await.is_err(),
+        "handled again"
+    );
+}

@@ -126,14 +126,10 @@ impl<P: ProcessManager> ProcessFixture<P> {
             return Ok(Then::skipped());
         };
         self.now = self.now.max(pending.due);
-        if let Some((_, record)) = self.state.as_mut() {
-            record.deadlines.remove(name);
-        }
         let instance = self.instance();
         let input = Input::Deadline {
             name: name.to_owned(),
         };
-        // Pending, so admitted; removed first so that the handler may set it again.
         self.run(&instance, input, Handled::Deadline(name)).await
     }
 
@@ -212,16 +208,22 @@ impl<P: ProcessManager> ProcessFixture<P> {
                 InstanceCommitted::new(serde_json::Value::Null),
             ),
         };
+        let before = record.clone();
         let mut cx = ProcessContext::new(instance.to_owned(), input, self.now, is_new);
         let outcome = match handled {
             Handled::Event(event) => state.handle(event, &mut cx).await,
-            Handled::Deadline(name) => state.on_deadline(name, &mut cx).await,
+            Handled::Deadline(name) => {
+                // It is pending (checked by the caller); handled, it is not, unless the handler
+                // sets it again.
+                record.deadlines.remove(name);
+                state.on_deadline(name, &mut cx).await
+            }
             Handled::Rejection(rejection) => state.on_rejected(rejection, &mut cx).await,
         };
         if let Err(error) = outcome.and_then(|()| cx.check(P::DEADLINES)) {
             // A failed handler changes nothing, as in the runtime.
             if !is_new {
-                self.state = Some((state_before(&record)?, record));
+                self.state = Some((state_before(&before)?, before));
             }
             return Err(error);
         }
