@@ -131,29 +131,9 @@ pub fn check_aggregate(cx: &Ctxt, state: &AggregateState) {
 
 pub fn check_subscriber(cx: &Ctxt, sub: &SubscriberImpl) {
     let item = sub.original;
-    if let Some((_, trait_path, _)) = &item.trait_ {
-        // The macro writes the `Subscriber` impl itself from the handlers; a trait impl has no
-        // room for handlers of its own choosing.
-        cx.error_spanned_by(
-            trait_path,
-            "#[subscriber] goes on an inherent `impl Type { ... }` block of handlers, not on a trait impl",
-        );
-    }
-    if !item.generics.params.is_empty() {
-        // The handled event set and the durable name are fixed per type; a generic subscriber
-        // would share one durable consumer between different handler sets.
-        cx.error_spanned_by(
-            &item.generics,
-            "#[subscriber] does not support generic impl blocks; use a concrete type",
-        );
-    }
-    if sub.ident.is_none() {
-        // The generated event set is named after the type.
-        cx.error_spanned_by(
-            &item.self_ty,
-            "#[subscriber] needs a named type, like `impl Balances { ... }`",
-        );
-    }
+    // The handled event set and the durable name are fixed per type; a generic subscriber
+    // would share one durable consumer between different handler sets.
+    impl_block_is_inherent_and_concrete(cx, item, sub.ident, "subscriber", "Balances");
     if sub.handlers.is_empty() {
         // A subscriber without handlers would receive nothing; the runtime refuses to start it.
         cx.error_spanned_by(
@@ -248,6 +228,36 @@ fn scale_out_is_consistent(cx: &Ctxt, attrs: &SubscriberAttrs) {
                 format!("`{MEMBER_TTL_MS}` must be at least 500"),
             );
         }
+    }
+}
+
+/// The macro writes the trait impl itself from the handlers (a trait impl has no room for
+/// handlers of its own choosing), fixed per type, and names the generated event set after the
+/// type. `attribute` names the macro, `example` a type for the message.
+fn impl_block_is_inherent_and_concrete(
+    cx: &Ctxt,
+    item: &syn::ItemImpl,
+    ident: Option<&syn::Ident>,
+    attribute: &str,
+    example: &str,
+) {
+    if let Some((_, trait_path, _)) = &item.trait_ {
+        cx.error_spanned_by(
+            trait_path,
+            format!("#[{attribute}] goes on an inherent `impl Type {{ ... }}` block of handlers, not on a trait impl"),
+        );
+    }
+    if !item.generics.params.is_empty() {
+        cx.error_spanned_by(
+            &item.generics,
+            format!("#[{attribute}] does not support generic impl blocks; use a concrete type"),
+        );
+    }
+    if ident.is_none() {
+        cx.error_spanned_by(
+            &item.self_ty,
+            format!("#[{attribute}] needs a named type, like `impl {example} {{ ... }}`"),
+        );
     }
 }
 

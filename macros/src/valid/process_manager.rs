@@ -2,7 +2,9 @@
 //! attributes, and the rules across handlers (one handler per event type, a `#[start]`
 //! handler, correlation for every event, deadlines that are scheduled and handled).
 
-use super::{handler_is_async, handler_is_not_generic, is_subject_token};
+use super::{
+    handler_is_async, handler_is_not_generic, impl_block_is_inherent_and_concrete, is_subject_token,
+};
 use crate::ast::process_manager::{HandlerKind, PmHandler, ProcessManagerImpl};
 use crate::ctxt::Ctxt;
 use crate::expand::type_name;
@@ -44,29 +46,9 @@ pub fn check_process_manager(cx: &Ctxt, pm: &ProcessManagerImpl) {
 }
 
 fn check_block(cx: &Ctxt, pm: &ProcessManagerImpl) {
-    let item = pm.original;
-    if let Some((_, trait_path, _)) = &item.trait_ {
-        // The macro writes the `ProcessManager` impl itself from the handlers.
-        cx.error_spanned_by(
-            trait_path,
-            "#[process_manager] goes on an inherent `impl Type { ... }` block of handlers, not on a trait impl",
-        );
-    }
-    if !item.generics.params.is_empty() {
-        // The name, the handled events and the stored state are fixed per type; a generic
-        // process manager would store different state shapes under one name.
-        cx.error_spanned_by(
-            &item.generics,
-            "#[process_manager] does not support generic impl blocks; use a concrete type",
-        );
-    }
-    if pm.ident.is_none() {
-        // The generated event set is named after the type.
-        cx.error_spanned_by(
-            &item.self_ty,
-            "#[process_manager] needs a named type, like `impl Fulfilment { ... }`",
-        );
-    }
+    // The name, the handled events and the stored state are fixed per type; a generic process
+    // manager would store different state shapes under one name.
+    impl_block_is_inherent_and_concrete(cx, pm.original, pm.ident, "process_manager", "Fulfilment");
 }
 
 /// A handler handles an event, a deadline or a rejection, never two of them; `#[start]` and
