@@ -41,6 +41,8 @@ cargo test -p jetsource --no-default-features
 # The README's main job, exactly as written there: jetsource without JetStream.
 cargo run --quiet --example quickstart > /dev/null
 cargo run --quiet --example orders_protobuf > /dev/null
+# Async lookups before a command (a price, a uniqueness registry), on the in-memory store.
+cargo run --quiet --example lookup_first > /dev/null
 # A short fuzz run of the event decoder (cargo-fuzz on the stable toolchain; scripts/fuzz.sh
 # says how to run a long one).
 FUZZ_SECONDS=20 bash scripts/fuzz.sh

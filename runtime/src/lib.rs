@@ -34,6 +34,9 @@
 //! # });
 //! ```
 #![deny(missing_docs)]
+// docs.rs (`--cfg docsrs`, nightly) labels each feature-gated item with the features it needs;
+// recent nightlies took `doc_auto_cfg` into `doc_cfg` and refuse the old name.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 // The derives' generated code names `::jetsource`; the runtime derives a few of its own types.
 extern crate self as jetsource;
@@ -48,6 +51,7 @@ mod id;
 mod lanes;
 pub mod observability;
 pub mod process_manager;
+pub mod quarantine;
 mod repository;
 mod store;
 pub mod testing;

@@ -37,13 +37,28 @@ pub(crate) struct RetryPolicy {
     pub max_delay: Duration,
 }
 
+impl RetryPolicy {
+    /// The delays after each attempt but the last, jittered so that processes refused
+    /// together do not come back together.
+    fn delays(&self) -> impl Iterator<Item = Duration> {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.first_delay)
+            .with_max_delay(self.max_delay)
+            .with_jitter()
+            .with_max_times(self.attempts.saturating_sub(1) as usize)
+            .build()
+    }
+}
+
 /// How a publish ended.
 #[derive(Debug)]
 pub(crate) enum Published {
     /// Stored; the stream sequence of the last message.
     Stored(u64),
-    /// The server's dedupe window recognised the message id: nothing was stored.
-    Duplicate,
+    /// The server's dedupe window recognised the message id: nothing was stored; the stream
+    /// sequence of the first message with that id (0 when the server did not say).
+    Duplicate(u64),
     /// The aggregate moved on since the guard's sequence: nothing was stored.
     Conflict,
 }
@@ -122,18 +137,13 @@ pub(crate) async fn commit(
         .acquire()
         .await
         .map_err(|e| JetStreamError::request("wait for a free batch slot", e))?;
-    let policy = TOO_MANY_BATCHES_RETRY;
-    let mut delay = policy.first_delay;
-    for _ in 1..policy.attempts {
+    for delay in TOO_MANY_BATCHES_RETRY.delays() {
         // Boxed: a batch's future is large, and one-event commits never need it.
         match Box::pin(batch(client, messages.clone())).await {
             Err(JetStreamError::Api {
                 err_code: TOO_MANY_BATCHES,
                 ..
-            }) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(policy.max_delay);
-            }
+            }) => tokio::time::sleep(delay).await,
             other => return other,
         }
     }
@@ -247,7 +257,7 @@ fn parse_ack(message: &async_nats::Message) -> Result<Published, JetStreamError>
         };
     }
     if ack.duplicate {
-        return Ok(Published::Duplicate);
+        return Ok(Published::Duplicate(ack.seq.unwrap_or(0)));
     }
     ack.seq
         .map(Published::Stored)
