@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use jetsource::quarantine::{quarantine, record_of, Quarantine, QuarantineError, QUARANTINE_EVENT};
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{
     AggregateId, AggregateKey, EventStore, ExpectedVersion, InMemoryStore, InvalidInput, NewEvent,
@@ -27,6 +28,8 @@ async fn suite<S: EventStore>(store: S) {
     snapshots_keep_the_newest(&store).await;
     refusals_are_the_same_on_every_store(&store).await;
     command_outcomes_are_remembered(&store).await;
+    reserved_event_names_are_refused(&store).await;
+    quarantine_records_are_appended_and_read_back(&store).await;
 }
 
 async fn empty_aggregate_loads_nothing<S: EventStore>(store: &S) {
@@ -427,6 +430,126 @@ async fn command_outcomes_are_remembered<S: EventStore>(store: &S) {
         )
     );
     assert_eq!(store.command_outcome(&k, "second").await.unwrap(), None);
+}
+
+async fn reserved_event_names_are_refused<S: EventStore>(store: &S) {
+    let k = key("acct", "reserved");
+    for name in [QUARANTINE_EVENT, "$anything"] {
+        let err = store
+            .append(&k, ExpectedVersion::Exact(0), None, events(name, 1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InvalidInput(InvalidInput::ReservedEventName(n)) if n == name),
+            "{err:?}"
+        );
+    }
+    assert!(store.load(&k, 1).await.unwrap().is_empty());
+}
+
+async fn quarantine_records_are_appended_and_read_back<S: EventStore>(store: &S) {
+    let k = key("acct", "quarantined");
+    let mut poisoned = event("deposited", "not json");
+    poisoned.version = 7;
+    let poisoned_id = poisoned.id;
+    store
+        .append(
+            &k,
+            ExpectedVersion::Exact(0),
+            None,
+            vec![event("opened", "{}"), poisoned],
+        )
+        .await
+        .unwrap();
+    let refused = [
+        (Quarantine::event(2, "opened"), "name"),
+        (Quarantine::event(3, "deposited"), "sequence"),
+        (
+            Quarantine::event(2, "deposited").with_id(uuid::Uuid::now_v7()),
+            "id",
+        ),
+    ];
+    for (wrong, what) in refused {
+        let err = quarantine(store, &k, wrong.by("ops").because("test"))
+            .await
+            .unwrap_err();
+        let expected = match what {
+            "name" => matches!(&err, QuarantineError::NameMismatch { expected, found, .. }
+                if expected == "opened" && found == "deposited"),
+            "sequence" => matches!(
+                err,
+                QuarantineError::NoSuchEvent {
+                    sequence: 3,
+                    version: 2,
+                    ..
+                }
+            ),
+            _ => matches!(err, QuarantineError::IdMismatch { found, .. } if found == poisoned_id),
+        };
+        assert!(expected, "wrong {what}: {err:?}");
+    }
+    let err = quarantine(store, &k, Quarantine::event(2, "deposited").by("ops"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QuarantineError::Incomplete(_)), "{err:?}");
+    assert_eq!(
+        store.load(&k, 1).await.unwrap().len(),
+        2,
+        "a refusal appended"
+    );
+
+    let asked = Quarantine::event(2, "deposited")
+        .with_id(poisoned_id)
+        .by("ada")
+        .because("written by a bad release");
+    let done = quarantine(store, &k, asked.clone()).await.unwrap();
+    assert!(done.appended);
+    let history = store.load(&k, 1).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(
+        history[1].payload.as_ref(),
+        b"not json",
+        "the original is kept"
+    );
+    let stored = &history[2];
+    assert_eq!(stored.name, QUARANTINE_EVENT);
+    assert_eq!(
+        stored.causation_id.as_deref(),
+        Some(&*poisoned_id.to_string())
+    );
+    let record = record_of(stored).unwrap().unwrap();
+    assert_eq!(record, done.record);
+    assert_eq!(
+        (record.sequence, record.event_id, record.name.as_str()),
+        (2, poisoned_id, "deposited")
+    );
+    assert_eq!((record.version, record.record_sequence), (7, 3));
+    assert_eq!(
+        (record.by.as_str(), record.reason.as_str()),
+        ("ada", "written by a bad release")
+    );
+    let payload: serde_json::Value = serde_json::from_slice(&stored.payload).unwrap();
+    assert_eq!(payload["by"], "ada");
+    assert_eq!(payload["sequence"], 2);
+
+    // Again: nothing appended, the first record returned, whoever asks.
+    let again = quarantine(store, &k, asked.by("bob").because("twice"))
+        .await
+        .unwrap();
+    assert!(!again.appended);
+    assert_eq!(again.record, done.record);
+    let err = quarantine(
+        store,
+        &k,
+        Quarantine::event(3, QUARANTINE_EVENT).by("a").because("b"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, QuarantineError::IsRecord { sequence: 3, .. }),
+        "{err:?}"
+    );
+    assert_eq!(store.load(&k, 1).await.unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -188,6 +188,16 @@ pub enum Command {
     /// oldest of those has waited (its lag), and when the relay last recorded progress. Without
     /// any relay checkpoint yet, every event is unpublished.
     RelayStatus(RelayStatusArgs),
+    /// Quarantine one event of an aggregate, so that replay leaves it out from then on.
+    ///
+    /// For an event that no longer decodes, which makes every load of its aggregate fail
+    /// (`cannot replay <type>/<id> at sequence N`). Appends a `$quarantine` record that names
+    /// the event and says who quarantined it (--by) and why (--reason) to the same aggregate:
+    /// the aggregate then loads and takes commands without the event. Nothing is deleted:
+    /// `events` still shows the event, and the record after it. Quarantining an event again
+    /// changes nothing. Writes to the JetStream stream --stream, or, without --stream, to the
+    /// PostgreSQL event store --database (JETSOURCE_DATABASE_URL).
+    Quarantine(QuarantineArgs),
 }
 
 /// Which jetsource event stream, identified by name; the prefix is read from the stream.
@@ -199,6 +209,37 @@ pub struct StreamArgs {
     /// The stream's subject prefix; by default the `<prefix>` of its one `<prefix>.>` subject.
     #[arg(long)]
     pub prefix: Option<String>,
+}
+
+/// `quarantine`: one event of one aggregate, and the audit trail.
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {
+    /// The event stream to write to; without it, the PostgreSQL event store of --database.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// The stream's subject prefix (with --stream); by default the `<prefix>` of its one
+    /// `<prefix>.>` subject.
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// The aggregate type name (`Aggregate::TYPE`, e.g. `account`).
+    pub aggregate_type: String,
+    /// The aggregate id.
+    pub aggregate_id: String,
+    /// The event's sequence in the aggregate: the N of `version N:` in the `events` listing.
+    #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+    pub sequence: u64,
+    /// The event's name, as `events` lists it: nothing is quarantined unless the event at
+    /// that sequence has this name.
+    pub event_name: String,
+    /// Also require the event to have this id (`event id:` in the `events` listing).
+    #[arg(long, value_name = "UUID")]
+    pub event_id: Option<uuid::Uuid>,
+    /// Who quarantines the event, kept in the record (e.g. an email address).
+    #[arg(long)]
+    pub by: String,
+    /// Why, kept in the record (e.g. an incident number).
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// `events`: one aggregate's history.

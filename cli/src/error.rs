@@ -163,6 +163,56 @@ pub enum CliError {
         /// The second.
         second: String,
     },
+    /// `quarantine` names an aggregate without events.
+    #[error("no events for {aggregate} in {place}: nothing to quarantine (check the type and id)")]
+    UnknownAggregate {
+        /// The aggregate, `type/id`.
+        aggregate: String,
+        /// Where the store is, e.g. `stream BANK`.
+        place: String,
+    },
+    /// `quarantine` names a sequence the aggregate does not have.
+    #[error(
+        "{aggregate} in {place} has no event {sequence}: its last is {version} (`jetsource \
+         events` lists them)"
+    )]
+    NoSuchEvent {
+        /// The aggregate.
+        aggregate: String,
+        /// Where the store is.
+        place: String,
+        /// The sequence given.
+        sequence: u64,
+        /// The aggregate's last sequence.
+        version: u64,
+    },
+    /// The event at the sequence `quarantine` names is not the one described.
+    #[error(
+        "event {sequence} of {aggregate} {what} {found}, not {expected}; nothing was quarantined"
+    )]
+    EventMismatch {
+        /// The aggregate.
+        aggregate: String,
+        /// The sequence given.
+        sequence: u64,
+        /// `is` (the name) or `has id`.
+        what: &'static str,
+        /// What was given.
+        expected: String,
+        /// What is stored.
+        found: String,
+    },
+    /// `quarantine` names a quarantine record.
+    #[error(
+        "event {sequence} of {aggregate} is a quarantine record, which replay leaves out \
+         already; nothing was quarantined"
+    )]
+    IsQuarantineRecord {
+        /// The aggregate.
+        aggregate: String,
+        /// The sequence given.
+        sequence: u64,
+    },
     /// A request to the server failed.
     #[error("{what} failed: {reason}")]
     Request {

@@ -3,6 +3,7 @@
 
 mod dead_letters;
 mod events;
+mod quarantine;
 mod relay_status;
 mod stream_config;
 mod streams;
@@ -13,9 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use crate::args::{
-    Cli, Command, DatabaseArgs, DeadLettersCommand, EventsArgs, StreamConfigCommand,
-};
+use crate::args::{Cli, Command, DatabaseArgs, DeadLettersCommand, StreamConfigCommand};
 use crate::connect;
 use crate::database::{self, Database};
 use crate::error::{check_aggregate, check_prefix, CliError};
@@ -81,30 +80,64 @@ fn reads_database(
 ) -> Result<Option<&'static str>, CliError> {
     match command {
         Command::RelayStatus(_) => Ok(Some("relay-status")),
-        Command::Events(args) => Ok(events_source(args, database)?.then_some("events")),
+        Command::Events(args) => {
+            let source = Source::of("events", ["read", "reads"], &args.stream, &args.prefix);
+            Ok(source.is_database(database)?.then_some("events"))
+        }
+        Command::Quarantine(args) => {
+            let verb = ["write to", "writes to"];
+            let source = Source::of("quarantine", verb, &args.stream, &args.prefix);
+            Ok(source.is_database(database)?.then_some("quarantine"))
+        }
         _ => Ok(None),
     }
 }
 
-/// Whether `events` reads PostgreSQL (`true`) or a stream (`false`): --stream chooses the
-/// stream, also when JETSOURCE_DATABASE_URL is set, but --database given on the command line
-/// beside it is a contradiction.
-fn events_source(args: &EventsArgs, database: &DatabaseArgs) -> Result<bool, CliError> {
-    let usage = |text: &str| Err(CliError::Arguments(text.to_owned()));
-    match (&args.stream, &database.database) {
-        (Some(_), Some(_)) if !database.database_from_env => usage(
-            "events reads one store: give --stream (a JetStream stream) or --database (a \
-             PostgreSQL event store), not both",
-        ),
-        (Some(_), _) => Ok(false),
-        (None, _) if args.prefix.is_some() => {
-            usage("--prefix is the subject prefix of --stream: give --stream too")
+/// The store flags of a command that works on a stream or a PostgreSQL event store.
+struct Source<'a> {
+    command: &'static str,
+    /// `read` or `write to`, and as in "it reads".
+    verb: [&'static str; 2],
+    stream: &'a Option<String>,
+    prefix: &'a Option<String>,
+}
+
+impl<'a> Source<'a> {
+    fn of(
+        command: &'static str,
+        verb: [&'static str; 2],
+        stream: &'a Option<String>,
+        prefix: &'a Option<String>,
+    ) -> Self {
+        Source {
+            command,
+            verb,
+            stream,
+            prefix,
         }
-        (None, Some(_)) => Ok(true),
-        (None, None) => usage(
-            "events needs --stream <STREAM> to read a JetStream stream, or --database <URL> \
-             (or JETSOURCE_DATABASE_URL) to read a PostgreSQL event store",
-        ),
+    }
+
+    /// Whether the command uses PostgreSQL (`true`) or a stream (`false`): --stream chooses
+    /// the stream, also when JETSOURCE_DATABASE_URL is set, but --database given on the
+    /// command line beside it is a contradiction.
+    fn is_database(&self, database: &DatabaseArgs) -> Result<bool, CliError> {
+        let (command, [verb, verbs]) = (self.command, self.verb);
+        let usage = |text: String| Err(CliError::Arguments(text));
+        match (self.stream, &database.database) {
+            (Some(_), Some(_)) if !database.database_from_env => usage(format!(
+                "{command} {verbs} one store: give --stream (a JetStream stream) or --database \
+                 (a PostgreSQL event store), not both"
+            )),
+            (Some(_), _) => Ok(false),
+            (None, _) if self.prefix.is_some() => {
+                usage("--prefix is the subject prefix of --stream: give --stream too".to_owned())
+            }
+            (None, Some(_)) => Ok(true),
+            (None, None) => usage(format!(
+                "{command} needs --stream <STREAM> to {verb} a JetStream stream, or --database \
+                 <URL> (or JETSOURCE_DATABASE_URL) to {verb} a PostgreSQL event store"
+            )),
+        }
     }
 }
 
@@ -118,9 +151,10 @@ async fn dispatch_database(
     match command {
         Command::Events(args) => events::from_database(database, &args, types, out).await,
         Command::RelayStatus(args) => relay_status::run(database, &args, out).await,
+        Command::Quarantine(args) => quarantine::from_database(database, &args, out).await,
         // `reads_database` sends no other command here.
         _ => Err(CliError::Arguments(
-            "only events and relay-status read a PostgreSQL event store".into(),
+            "only events, quarantine and relay-status use a PostgreSQL event store".into(),
         )),
     }
 }
@@ -130,6 +164,11 @@ async fn dispatch_database(
 fn check_arguments(command: &Command) -> Result<(), CliError> {
     let prefix = match command {
         Command::Events(args) => {
+            check_aggregate("type", &args.aggregate_type)?;
+            check_aggregate("id", &args.aggregate_id)?;
+            args.prefix.as_deref()
+        }
+        Command::Quarantine(args) => {
             check_aggregate("type", &args.aggregate_type)?;
             check_aggregate("id", &args.aggregate_id)?;
             args.prefix.as_deref()
@@ -176,6 +215,7 @@ async fn dispatch(
         Command::StreamConfig(StreamConfigCommand::Create(args)) => {
             stream_config::create(session, &args, out).await
         }
+        Command::Quarantine(args) => quarantine::run(session, &args, out).await,
         // `reads_database` sends it to `dispatch_database`.
         Command::RelayStatus(_) => Err(CliError::Arguments(
             "relay-status reads a PostgreSQL event store: give --database <URL>".into(),

@@ -21,6 +21,7 @@ use crate::event_set::EventSet;
 use crate::id::{AggregateId, InvalidId};
 use crate::lanes;
 use crate::observability;
+use crate::quarantine::{self, Quarantine, QuarantineError, Quarantined, Retracted};
 use crate::store::{
     AggregateKey, AppendOutcome, CommandMetadata, EventStore, ExpectedVersion, NewEvent, Snapshot,
     StoreError, StoredEvent,
@@ -41,11 +42,17 @@ pub struct Loaded<A> {
 
 /// What a successful command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Committed<A> {
     /// The aggregate's state after the command.
     pub state: A,
     /// The aggregate's version after the command.
     pub version: u64,
+    /// The store-wide position of the last event the command appended (for a duplicate, of
+    /// its first execution), to hand to a subscriber's or projection's `wait_for` so a read
+    /// after the command sees it; 0 when the command appended nothing, so there is nothing
+    /// to wait for.
+    pub position: u64,
     /// How many events the command appended (0 for a command that decided nothing changes);
     /// for a duplicate, how many its first execution appended.
     pub appended: usize,
@@ -287,11 +294,63 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
         self.load_key(&key).await
     }
 
+    /// Loads `key` from its snapshot on. A snapshot taken before an event it includes was
+    /// quarantined is not used: the events after it hold the quarantine record, and the
+    /// aggregate is replayed from the start without the event. A snapshot taken after the
+    /// record is used, as its state came from a replay that left the event out.
     async fn load_key(&self, key: &AggregateKey) -> Result<Loaded<A>, RepositoryError> {
         let mut loaded = self.load_start(key).await?;
         let events = self.store.load(key, loaded.version + 1).await?;
-        replay(key, &mut loaded, &events)?;
-        Ok(loaded)
+        match replay(key, &mut loaded, &events)? {
+            Replayed::Done => Ok(loaded),
+            Replayed::FromStart => {
+                let events = self.store.load(key, 1).await?;
+                replay_all(key, &events)
+            }
+        }
+    }
+
+    /// Quarantines one event of aggregate `id` (see [`mod@crate::quarantine`]): from then on
+    /// the aggregate loads and runs commands without it, and the record says who quarantined
+    /// it and why. Also drops the aggregate's cached state.
+    ///
+    /// ```
+    /// # use jetsource::{Aggregate, Apply, Event, EventSet, InMemoryStore, Repository};
+    /// # use jetsource::quarantine::Quarantine;
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Event, Serialize, Deserialize, Debug, PartialEq)]
+    /// # #[event(name = "deposited", version = 1)]
+    /// # struct Deposited { amount: u64 }
+    /// # #[derive(EventSet, Debug, PartialEq)]
+    /// # enum AccountEvent { Deposited(Deposited) }
+    /// # #[derive(Aggregate, Default)]
+    /// # #[aggregate(name = "account", events = AccountEvent)]
+    /// # struct Account { balance: u64 }
+    /// # impl Apply<Deposited> for Account { fn apply(&mut self, e: Deposited) { self.balance += e.amount; } }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let accounts = Repository::<Account, _>::new(InMemoryStore::new());
+    /// let deposit = |amount| move |_: &Account| Ok::<_, String>(vec![Deposited { amount }.into()]);
+    /// accounts.execute("a1", deposit(5)).await.unwrap();
+    /// accounts.execute("a1", deposit(500)).await.unwrap(); // a typo, say
+    /// let wrong = Quarantine::event(2, "deposited").by("alice").because("typo, see INC-7");
+    /// accounts.quarantine("a1", wrong).await.unwrap();
+    /// let loaded = accounts.load("a1").await.unwrap();
+    /// assert_eq!((loaded.state.balance, loaded.version), (5, 3));
+    /// # });
+    /// ```
+    pub async fn quarantine(
+        &self,
+        id: &str,
+        quarantine: Quarantine,
+    ) -> Result<Quarantined, QuarantineError> {
+        let key = AggregateKey::new(A::TYPE, AggregateId::new(id)?);
+        // In the aggregate's lane, so no command of this process caches a state from before
+        // the record after the cache is dropped.
+        let _lane = lanes::enter(self.store.lane_scope(), &key).await;
+        let done = quarantine::quarantine(&self.store, &key, quarantine).await;
+        // Whatever the outcome: a failed append may still have stored the record.
+        self.take_cached(&key);
+        done
     }
 
     /// Where loading `key` starts: its latest usable snapshot, or no events at all.
@@ -406,6 +465,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     Committed {
                         state: loaded.state,
                         version: loaded.version,
+                        position: 0,
                         appended: 0,
                         duplicate: false,
                         attempts,
@@ -441,6 +501,7 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     let committed = Committed {
                         state: loaded.state,
                         version: loaded.version,
+                        position: outcome.last_position,
                         appended,
                         duplicate: false,
                         attempts,
@@ -466,7 +527,10 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
                     let newer = Box::pin(self.store.load(&key, loaded.version + 1))
                         .await
                         .map_err(RepositoryError::from)?;
-                    replay(&key, &mut loaded, &newer)?;
+                    if let Replayed::FromStart = replay(&key, &mut loaded, &newer)? {
+                        // The newer events quarantine one the state already includes.
+                        loaded = Box::pin(self.load_key(&key)).await?;
+                    }
                 }
                 Err(error) => return Err(RepositoryError::Store(error).into()),
             }
@@ -511,20 +575,77 @@ impl<A: Aggregate, S: EventStore> Repository<A, S> {
     }
 }
 
-/// Applies stored events to `loaded`, skipping retired event types.
+/// Whether [`replay`] could continue from the state it was given.
+#[must_use]
+enum Replayed {
+    /// The events were applied.
+    Done,
+    /// Nothing was applied: the events hold a quarantine record of an event the state already
+    /// includes, so the aggregate must be replayed from the start ([`replay_all`]).
+    FromStart,
+}
+
+/// Applies the stored `events` that follow `loaded` to it, skipping retired event types,
+/// quarantined events and quarantine records.
 fn replay<A: Aggregate>(
     key: &AggregateKey,
     loaded: &mut Loaded<A>,
     events: &[StoredEvent],
+) -> Result<Replayed, RepositoryError> {
+    // A record always follows the event it names, so records before `events` name nothing
+    // in them.
+    let retracted = left_out(key, events)?;
+    if retracted
+        .earliest()
+        .is_some_and(|sequence| sequence <= loaded.version)
+    {
+        return Ok(Replayed::FromStart);
+    }
+    apply(key, loaded, events, &retracted)?;
+    Ok(Replayed::Done)
+}
+
+/// The aggregate replayed from its whole history `events`.
+fn replay_all<A: Aggregate>(
+    key: &AggregateKey,
+    events: &[StoredEvent],
+) -> Result<Loaded<A>, RepositoryError> {
+    let mut loaded = Loaded {
+        state: A::default(),
+        version: 0,
+    };
+    apply(key, &mut loaded, events, &left_out(key, events)?)?;
+    Ok(loaded)
+}
+
+/// The quarantined events and records of `events`.
+fn left_out(key: &AggregateKey, events: &[StoredEvent]) -> Result<Retracted, RepositoryError> {
+    quarantine::left_out(events).map_err(|(sequence, source)| RepositoryError::Decode {
+        aggregate: key.clone(),
+        sequence,
+        source,
+    })
+}
+
+/// Applies `events` to `loaded` but those `retracted` takes out, which never reach `apply`
+/// (nor the decoder: a quarantined event may not decode).
+fn apply<A: Aggregate>(
+    key: &AggregateKey,
+    loaded: &mut Loaded<A>,
+    events: &[StoredEvent],
+    retracted: &Retracted,
 ) -> Result<(), RepositoryError> {
     for stored in events {
-        let decoded = A::Event::decode(stored.raw()).map_err(|source| RepositoryError::Decode {
-            aggregate: key.clone(),
-            sequence: stored.sequence,
-            source,
-        })?;
-        if let Some(event) = decoded {
-            loaded.state.apply_event(event);
+        if !retracted.skips(stored.sequence) {
+            let decoded =
+                A::Event::decode(stored.raw()).map_err(|source| RepositoryError::Decode {
+                    aggregate: key.clone(),
+                    sequence: stored.sequence,
+                    source,
+                })?;
+            if let Some(event) = decoded {
+                loaded.state.apply_event(event);
+            }
         }
         loaded.version = stored.sequence;
     }
@@ -635,10 +756,13 @@ fn first_outcome<A: Aggregate>(
         version: 0,
     };
     let upto = history.partition_point(|e| e.sequence <= first.last_sequence);
-    replay(key, &mut loaded, &history[..upto])?;
+    // Quarantined later or not, a quarantined event is left out of every state.
+    let retracted = left_out(key, history)?;
+    apply(key, &mut loaded, &history[..upto], &retracted)?;
     Ok(Committed {
         state: loaded.state,
         version: first.last_sequence,
+        position: first.last_position,
         appended: usize::try_from(first.last_sequence + 1 - first.first_sequence)
             .unwrap_or(usize::MAX),
         duplicate: true,

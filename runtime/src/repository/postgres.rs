@@ -3,8 +3,8 @@
 use sqlx::PgConnection;
 
 use super::{
-    due_snapshot, first_outcome, in_execute_span, replay, save_snapshot, Committed, EventStamp,
-    ExecuteError, Repository, RepositoryError,
+    due_snapshot, first_outcome, in_execute_span, replay, replay_all, save_snapshot, Committed,
+    EventStamp, ExecuteError, Replayed, Repository, RepositoryError,
 };
 use crate::aggregate::Aggregate;
 use crate::id::AggregateId;
@@ -121,12 +121,19 @@ impl<A: Aggregate> Repository<A, PgStore> {
             None => self.load_start(&key).await?,
         };
         let newer = store.load_in(tx, &key, loaded.version + 1).await;
-        replay(&key, &mut loaded, &newer.map_err(RepositoryError::from)?)?;
+        if let Replayed::FromStart =
+            replay(&key, &mut loaded, &newer.map_err(RepositoryError::from)?)?
+        {
+            // A quarantine record names an event the start includes.
+            let all = store.load_in(tx, &key, 1).await;
+            loaded = replay_all(&key, &all.map_err(RepositoryError::from)?)?;
+        }
         let events = command(&loaded.state).map_err(ExecuteError::Rejected)?;
         if events.is_empty() {
             return Ok(Committed {
                 state: loaded.state,
                 version: loaded.version,
+                position: 0,
                 appended: 0,
                 duplicate: false,
                 attempts: 1,
@@ -157,6 +164,7 @@ impl<A: Aggregate> Repository<A, PgStore> {
         Ok(Committed {
             state: loaded.state,
             version: outcome.last_sequence,
+            position: outcome.last_position,
             appended,
             duplicate: false,
             attempts: 1,

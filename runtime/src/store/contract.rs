@@ -56,6 +56,28 @@ pub enum InvalidInput {
     /// The event's timestamp cannot be written as Unix time.
     #[error("the timestamp of event {0:?} is before 1970")]
     TimestampBefore1970(&'static str),
+    /// The event name starts with [`RESERVED_NAME_PREFIX`], which jetsource keeps for its own
+    /// records in an aggregate's history (a quarantine record).
+    #[error("event name {0:?} is reserved: names starting with `$` are jetsource's own records")]
+    ReservedEventName(String),
+}
+
+/// Event names starting with this are jetsource's own records in an aggregate's history, such
+/// as a quarantine record (`$quarantine`). A derived event cannot take
+/// such a name (derived names are `[A-Za-z0-9_-]+`), and every store refuses to append one
+/// that is built by hand ([`InvalidInput::ReservedEventName`]), so replay can never mistake a
+/// user event for one of them, nor a subscriber's name filter match one.
+pub const RESERVED_NAME_PREFIX: char = '$';
+
+tokio::task_local! {
+    /// Set while jetsource itself appends a reserved record; a task-local rather than a
+    /// parameter because the record goes through the public `EventStore::append` like any event.
+    static RESERVED_NAMES_ALLOWED: ();
+}
+
+/// Runs `append` (a store's append of jetsource's own records) with reserved names allowed.
+pub(crate) async fn allowing_reserved_names<F: Future>(append: F) -> F::Output {
+    RESERVED_NAMES_ALLOWED.scope((), append).await
 }
 
 fn control(what: impl Into<String>, value: &str) -> Result<(), InvalidInput> {
@@ -86,6 +108,11 @@ pub(crate) fn check_event(event: &NewEvent) -> Result<(), InvalidInput> {
         name: event.name.to_owned(),
         source,
     })?;
+    if event.name.starts_with(RESERVED_NAME_PREFIX)
+        && RESERVED_NAMES_ALLOWED.try_with(|_| ()).is_err()
+    {
+        return Err(InvalidInput::ReservedEventName(event.name.to_owned()));
+    }
     control("correlation id", &event.correlation_id)?;
     if let Some(causation) = &event.causation_id {
         control("causation id", causation)?;
