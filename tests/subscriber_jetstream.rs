@@ -1,8 +1,8 @@
 //! What only the JetStream subscriber backend has, against a real nats-server spawned by the
 //! test harness: the completion log's markers surviving a crash, a server restart mid-stream,
-//! confirmed acks, events published outside aggregates, and the stream a subscriber is written
-//! for. Everything both backends share is in `subscriber_conformance.rs`; scale-out is in
-//! `subscriber_scale_out.rs`.
+//! confirmed acks, events published outside aggregates, the stream a subscriber is written
+//! for, and messages without jetsource metadata dead-lettered as corrupt. Everything both
+//! backends share is in `subscriber_conformance.rs`; scale-out is in `subscriber_scale_out.rs`.
 
 mod support;
 
@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jetsource::subscriber::{
-    self, AckMode, EventContext, HandlerError, Subscriber, SubscriberConfig,
+    self, AckMode, DeadLetterReason, DeadLetters, EventContext, HandlerError, Subscriber,
+    SubscriberConfig,
 };
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::AggregateId;
@@ -238,6 +239,10 @@ async fn published_events_outside_aggregates_reach_subscribers_once_in_order_per
                 .await
                 .expect("publish again");
             assert!(retry.duplicate, "retry of {key}/{amount} was stored twice");
+            assert_eq!(
+                retry.position, receipt.position,
+                "the first publish's position"
+            );
         }
     }
     assert!(store.publisher("not.a.token").is_err());
@@ -300,4 +305,60 @@ async fn a_subscriber_written_for_another_stream_is_refused() {
             if reason.contains("EXPECTED") && reason.contains("ACTUAL")),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_without_metadata_is_dead_lettered_as_corrupt_without_event_fields() {
+    let server = NatsServer::start();
+    let store = support::store(&server, "RAW").await;
+    let js = async_nats::jetstream::new(store.client().clone());
+    // On a subject the subscriber consumes, but with none of the headers of a jetsource event.
+    js.publish("raw.account.a1.deposited", r#"{"amount":1}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    let rec = Arc::new(Recorder::default());
+    let running = subscriber::start(
+        &store,
+        Recording::new(&rec, Duration::ZERO),
+        fast_config("raw"),
+    )
+    .await
+    .expect("start");
+    wait_for("the corrupt message's dead letter", || {
+        running.stats().dead_lettered == 1
+    })
+    .await;
+    let dead = DeadLetters::open(&store).await.expect("dead letters");
+    let letters = dead.list("raw").await.expect("list");
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.reason, DeadLetterReason::Corrupt);
+    assert_eq!(letter.subject, "raw.account.a1.deposited");
+    assert_eq!(letter.position, 1);
+    assert_eq!(letter.delivery_count, 1);
+    assert_eq!(
+        (
+            letter.event_id,
+            letter.event_name.as_deref(),
+            letter.event_version
+        ),
+        (None, None, None)
+    );
+    assert_eq!(letter.payload.as_ref(), br#"{"amount":1}"#.as_slice());
+
+    // Redriven, it is still no event: dead-lettered again, its attempts counted on.
+    assert_eq!(dead.redrive("raw").await.expect("redrive"), 1);
+    wait_for("the corrupt message's second dead letter", || {
+        running.stats().dead_lettered == 2
+    })
+    .await;
+    let letters = dead.list("raw").await.expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, DeadLetterReason::Corrupt);
+    assert_eq!(letters[0].delivery_count, 2);
+    assert_eq!(letters[0].event_id, None);
+    assert_eq!(rec.calls(), 0, "the handler never saw it");
+    running.shutdown().await.expect("shutdown");
 }

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use jetsource::subscriber::DeadLetter;
 use jetsource::wire::{self, EventMetadata, WireError};
 use jetsource::{Codec, StoredEvent};
 use uuid::Uuid;
@@ -173,6 +174,33 @@ pub fn message(
     lines.insert(0, note);
     lines.push(self::payload(None, payload, "  "));
     lines.join("\n")
+}
+
+/// The headline of one dead letter `dead-letters list` prints:
+/// `#<n> <reason>  subject=<subject>  position=<p>  deliveries=<attempts>  event=<name>
+/// version=<v>  event_id=<id>  at <time>`. The event's name, version and id are left out when
+/// the letter lacks them (a message that was no readable jetsource event).
+pub fn dead_letter_headline(letter: &DeadLetter) -> String {
+    let mut out = format!(
+        "#{} {}  subject={}  position={}  deliveries={}",
+        letter.dead_letter_sequence,
+        letter.reason,
+        letter.subject,
+        letter.position,
+        letter.delivery_count
+    );
+    // Writing to a `String` cannot fail.
+    if let Some(name) = &letter.event_name {
+        let _ = write!(out, "  event={name}");
+    }
+    if let Some(version) = letter.event_version {
+        let _ = write!(out, "  version={version}");
+    }
+    if let Some(id) = letter.event_id {
+        let _ = write!(out, "  event_id={id}");
+    }
+    let _ = write!(out, "  at {}", time(letter.dead_lettered_at));
+    out
 }
 
 /// A duration as people write it, in the runtime's style, and as the duration flags read it

@@ -303,6 +303,122 @@ async fn events_prints_one_aggregate_in_version_order_with_metadata_and_payloads
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarantine_leaves_a_poisoned_event_in_the_history_with_a_record_after_it() {
+    let server = NatsServer::start();
+    let bank = store(&server, "BANK", "bank").await;
+    let k = key("account", "acc-1");
+    let mut poisoned = event("deposited", Codec::Json, b"{not json");
+    poisoned.version = 3;
+    let poisoned_id = poisoned.id.to_string();
+    append(&bank, &k, vec![deposit(5), poisoned]).await;
+    let quarantine = |extra: &[&str]| {
+        let mut args = vec!["quarantine", "--stream", "BANK", "--by", "ada@ops"];
+        args.extend_from_slice(&["--reason", "INC-42: written by 2.3"]);
+        args.extend_from_slice(extra);
+        let server = &server;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            jetsource_at(server, &args).await
+        }
+    };
+
+    // Refusals name what does not fit; nothing is appended.
+    let err = quarantine(&["account", "acc-1", "2", "opened"])
+        .await
+        .failure();
+    assert_eq!(
+        err,
+        "error: event 2 of account/acc-1 is deposited, not opened; nothing was quarantined"
+    );
+    let err = quarantine(&["account", "acc-1", "3", "deposited"])
+        .await
+        .failure();
+    assert_eq!(
+        err,
+        "error: account/acc-1 in stream BANK has no event 3: its last is 2 (`jetsource events` \
+         lists them)"
+    );
+    let err = quarantine(&["account", "nobody", "1", "deposited"])
+        .await
+        .failure();
+    assert_eq!(
+        err,
+        "error: no events for account/nobody in stream BANK: nothing to quarantine (check the \
+         type and id)"
+    );
+    let other_id = Uuid::now_v7().to_string();
+    let err = quarantine(&[
+        "account",
+        "acc-1",
+        "2",
+        "deposited",
+        "--event-id",
+        &other_id,
+    ])
+    .await
+    .failure();
+    assert_eq!(
+        err,
+        format!(
+            "error: event 2 of account/acc-1 has id {poisoned_id}, not {other_id}; nothing was \
+             quarantined"
+        )
+    );
+    assert_eq!(bank.load(&k, 1).await.unwrap().len(), 2);
+
+    let out = quarantine(&[
+        "account",
+        "acc-1",
+        "2",
+        "deposited",
+        "--event-id",
+        &poisoned_id,
+    ])
+    .await
+    .success();
+    assert_eq!(
+        out,
+        format!(
+            "quarantined event 2 of account/acc-1 in stream BANK (deposited v3, id {poisoned_id}): \
+             record at version 3, by ada@ops: INC-42: written by 2.3\nreplay now leaves the \
+             event out; `events` still lists it\n"
+        )
+    );
+    let again = quarantine(&["account", "acc-1", "2", "deposited"])
+        .await
+        .success();
+    assert!(
+        again.ends_with("(record at version 3): INC-42: written by 2.3; nothing appended\n"),
+        "{again}"
+    );
+    let err = quarantine(&["account", "acc-1", "3", "$quarantine"])
+        .await
+        .failure();
+    assert!(err.contains("is a quarantine record"), "{err}");
+
+    // The original bytes and the record, both listed.
+    let out = jetsource_at(&server, &["events", "--stream", "BANK", "account", "acc-1"])
+        .await
+        .success();
+    assert_eq!(
+        event_headlines(&out),
+        [
+            "version 1: deposited v1",
+            "version 2: deposited v3",
+            "version 3: $quarantine v1"
+        ]
+    );
+    // `{not json`, kept byte for byte (shown as hex: it does not parse).
+    assert!(has_line(&out, "7b 6e 6f 74 20 6a 73 6f 6e"), "{out}");
+    assert!(out.contains(r#""by": "ada@ops""#), "{out}");
+    assert!(
+        out.contains(r#""reason": "INC-42: written by 2.3""#),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_lists_each_stream_with_its_consumers_lag_and_ack_pending() {
     let server = NatsServer::start();
     assert_eq!(
@@ -415,9 +531,13 @@ async fn dead_letters_of_a_failing_subscriber_are_listed_and_redriven_by_filter(
         "{out}"
     );
     for expected in [
-        " permanent  subject=poison.account.a1.deposited  position=1  deliveries=1  at ",
-        " max_deliver  subject=poison.account.a2.deposited  position=2  deliveries=2  at ",
-        " permanent  subject=poison.account.a3.deposited  position=3  deliveries=1  at ",
+        // The event's name, version and id follow the attempts.
+        " permanent  subject=poison.account.a1.deposited  position=1  deliveries=1  \
+         event=deposited  version=1  event_id=",
+        " max_deliver  subject=poison.account.a2.deposited  position=2  deliveries=2  \
+         event=deposited  version=1  event_id=",
+        " permanent  subject=poison.account.a3.deposited  position=3  deliveries=1  \
+         event=deposited  version=1  event_id=",
         "  error: unlucky amount\n",
         "  error: seven never works (after 2 attempts)\n",
         // Each letter's event, decoded from its original headers.
@@ -833,6 +953,13 @@ async fn events_tail_and_dead_letters_print_events_of_wire_format_0_and_1() {
         ),
     );
 
+    // A message on an event subject without jetsource headers: dead-lettered as corrupt.
+    js.publish("wire.account.a9.deposited", r#"{"amount":1}"#.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
     // Dead letters keep the original headers: both formats are read from them. (NATS control
     // headers are not kept, so the format-1 command id, inside `Nats-Msg-Id`, is not shown.)
     let running = subscriber::start(
@@ -842,7 +969,7 @@ async fn events_tail_and_dead_letters_print_events_of_wire_format_0_and_1() {
     )
     .await
     .expect("start the subscriber");
-    wait_for("two dead letters", || running.stats().dead_lettered == 2).await;
+    wait_for("three dead letters", || running.stats().dead_lettered == 3).await;
     let out = jetsource_at(
         &server,
         &[
@@ -857,7 +984,30 @@ async fn events_tail_and_dead_letters_print_events_of_wire_format_0_and_1() {
     .await
     .success();
     assert!(
-        out.starts_with("2 dead letters for subscriber wire on stream WIRE\n"),
+        out.starts_with("3 dead letters for subscriber wire on stream WIRE\n"),
+        "{out}"
+    );
+    // The headlines name each letter's event, in either format; the corrupt one has none.
+    let mut headlines: Vec<&str> = out
+        .lines()
+        .filter(|line| line.starts_with('#'))
+        .filter_map(|line| line.split_once(' ').map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once("  at ").map(|(fields, _)| fields))
+        .collect();
+    headlines.sort_unstable();
+    assert_eq!(
+        headlines,
+        [
+            "corrupt  subject=wire.account.a9.deposited  position=4  deliveries=1".to_owned(),
+            format!(
+                "permanent  subject=wire.account.a1.deposited  position=1  deliveries=1  \
+                 event=deposited  version=1  event_id={FORMAT_0_ID}"
+            ),
+            format!(
+                "permanent  subject=wire.account.a1.deposited  position=2  deliveries=1  \
+                 event=deposited  version=1  event_id={format_1_id}"
+            ),
+        ],
         "{out}"
     );
     position_of(
@@ -1015,6 +1165,8 @@ async fn every_command_has_help() {
         (&["events", "--help"], "--database <URL>"),
         (&["relay-status", "--help"], "--schema <NAME>"),
         (&["--help"], "relay-status"),
+        (&["--help"], "quarantine"),
+        (&["quarantine", "--help"], "--reason <REASON>"),
     ] {
         let out = jetsource(args).await.success();
         assert!(

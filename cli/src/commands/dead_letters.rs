@@ -24,9 +24,10 @@ async fn open(session: &Session, target: &DeadLetterTarget) -> Result<DeadLetter
         .map_err(|e| CliError::request("opening the dead-letter stream", &e))
 }
 
-/// Lists the subscriber's dead letters, oldest first, each with its event (metadata read from
-/// its original headers, in wire format 1 or 0) and payload; Protobuf payloads decoded with
-/// `types` when given.
+/// Lists the subscriber's dead letters, oldest first: a headline each (with the event's name,
+/// version and id when the letter has them), then its event (metadata read from its original
+/// headers, in wire format 1 or 0) and payload; Protobuf payloads decoded with `types` when
+/// given.
 pub async fn list(
     session: &Session,
     args: &ListArgs,
@@ -49,16 +50,7 @@ pub async fn list(
         n => writeln!(out, "{n} dead letters for {whose}")?,
     }
     for letter in letters {
-        writeln!(
-            out,
-            "\n#{} {}  subject={}  position={}  deliveries={}  at {}",
-            letter.dead_letter_sequence,
-            letter.reason,
-            letter.subject,
-            letter.position,
-            letter.delivery_count,
-            render::time(letter.dead_lettered_at),
-        )?;
+        writeln!(out, "\n{}", render::dead_letter_headline(&letter))?;
         writeln!(out, "  error: {}", letter.error)?;
         // The original headers and the dead letter's own: an event's metadata is read from
         // the former; a message that is no readable event is shown with all of them.

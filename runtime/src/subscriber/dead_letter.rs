@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use uuid::Uuid;
 
 use crate::store::StoredEvent;
 
@@ -67,13 +68,23 @@ impl std::fmt::Display for DeadLetterReason {
 
 /// One dead-lettered message of a JetStream subscriber, as `DeadLetters::list` returns it.
 ///
+/// The event's id, name and version are read from its original subject and headers (wire
+/// format 1 or 0); a message that carried no readable jetsource metadata (a
+/// [`DeadLetterReason::Corrupt`] letter, usually) has `None` for all three.
+///
 /// ```
 /// use jetsource::subscriber::DeadLetter;
 /// fn show(letter: &DeadLetter) {
 ///     println!("{} at {}: {} ({})", letter.subject, letter.position, letter.reason, letter.error);
+///     if let (Some(name), Some(version), Some(id)) =
+///         (&letter.event_name, letter.event_version, letter.event_id)
+///     {
+///         println!("  event {name} v{version}, id {id}");
+///     }
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeadLetter {
     /// Its sequence in the dead-letter stream.
     pub dead_letter_sequence: u64,
@@ -87,7 +98,15 @@ pub struct DeadLetter {
     pub subject: String,
     /// The event's stream position.
     pub position: u64,
-    /// Handler attempts before it was given up.
+    /// The event id; `None` when the message had no readable jetsource metadata.
+    pub event_id: Option<Uuid>,
+    /// The event's wire name; `None` when the message had no readable jetsource metadata.
+    pub event_name: Option<String>,
+    /// The schema version the event was stored with; `None` when the message had no readable
+    /// jetsource metadata.
+    pub event_version: Option<u32>,
+    /// Handler attempts before it was given up, in total: a letter that was redriven and
+    /// failed again counts the attempts before the redrive too.
     pub delivery_count: u64,
     /// When it was dead-lettered.
     pub dead_lettered_at: SystemTime,
@@ -99,15 +118,20 @@ pub struct DeadLetter {
 
 /// One event an in-memory subscriber gave up on.
 ///
+/// The in-memory store only holds events with their metadata, so unlike a JetStream
+/// [`DeadLetter`] the event's id, name and version are always known.
+///
 /// ```
 /// # use jetsource::subscriber::InMemoryDeadLetter;
 /// fn show(letter: &InMemoryDeadLetter) {
-///     println!("{} {}/{} at {}: {} ({}, after {} attempts)",
-///         letter.event.name, letter.event.aggregate_type, letter.event.aggregate_id,
+///     println!("{} v{} ({}) {}/{} at {}: {} ({}, after {} attempts)",
+///         letter.event_name, letter.event_version, letter.event_id,
+///         letter.event.aggregate_type, letter.event.aggregate_id,
 ///         letter.event.position, letter.reason, letter.error, letter.delivery_count);
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InMemoryDeadLetter {
     /// Its number among the subscriber's dead letters, from 1.
     pub dead_letter_sequence: u64,
@@ -120,7 +144,15 @@ pub struct InMemoryDeadLetter {
     /// The event as stored: its original name, version, aggregate, position, payload and
     /// metadata.
     pub event: StoredEvent,
-    /// Handler attempts before it was given up (at least 1, also when it never decoded).
+    /// The event id (`event.id`).
+    pub event_id: Uuid,
+    /// The event's wire name as stored (`event.name`).
+    pub event_name: String,
+    /// The schema version the event was stored with (`event.version`).
+    pub event_version: u32,
+    /// Handler attempts before it was given up (at least 1, also when it never decoded), in
+    /// total: a letter that was redriven and failed again counts the attempts before the
+    /// redrive too.
     pub delivery_count: u64,
     /// When it was dead-lettered.
     pub dead_lettered_at: SystemTime,

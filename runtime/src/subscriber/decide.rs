@@ -95,12 +95,15 @@ pub(crate) enum AfterFailure {
     },
 }
 
-/// Decides what follows `error` on handler attempt `attempt` (from 1), `retries_so_far`
-/// in-place retries after this event's delivery.
+/// Decides what follows `error` on handler attempt `attempt` (from 1, counting the `earlier`
+/// attempts a redriven event's letter recorded), `retries_so_far` in-place retries after this
+/// event's delivery. `max_deliver` limits the attempts since the delivery or redrive, so a
+/// redrive always gets a round of its own.
 pub(crate) fn after_failure(
     config: &SubscriberConfig,
     error: &HandlerError,
     attempt: u64,
+    earlier: u64,
     retries_so_far: usize,
 ) -> AfterFailure {
     match error {
@@ -108,7 +111,9 @@ pub(crate) fn after_failure(
             reason: DeadLetterReason::Permanent,
             error: ErrorChain(&**e).to_string(),
         },
-        HandlerError::Retryable(e) if attempt >= u64::from(config.max_deliver) => {
+        HandlerError::Retryable(e)
+            if attempt.saturating_sub(earlier) >= u64::from(config.max_deliver) =>
+        {
             AfterFailure::DeadLetter {
                 reason: DeadLetterReason::MaxDeliver,
                 error: format!("{} (after {attempt} attempts)", ErrorChain(&**e)),
@@ -130,7 +135,7 @@ mod tests {
 
     #[test]
     fn a_permanent_failure_is_dead_lettered_on_the_first_attempt() {
-        let decided = after_failure(&config(), &HandlerError::permanent("bad data"), 1, 0);
+        let decided = after_failure(&config(), &HandlerError::permanent("bad data"), 1, 0, 0);
         assert_eq!(
             decided,
             AfterFailure::DeadLetter {
@@ -147,7 +152,7 @@ mod tests {
         struct Save(#[source] std::io::Error);
         let failed = HandlerError::permanent(Save(std::io::Error::other("disk full")));
         assert_eq!(
-            after_failure(&config(), &failed, 1, 0),
+            after_failure(&config(), &failed, 1, 0, 0),
             AfterFailure::DeadLetter {
                 reason: DeadLetterReason::Permanent,
                 error: "cannot save the invoice: disk full".into()
@@ -155,7 +160,7 @@ mod tests {
         );
         let failed = HandlerError::retryable(Save(std::io::Error::other("disk full")));
         assert_eq!(
-            after_failure(&config(), &failed, 3, 2),
+            after_failure(&config(), &failed, 3, 0, 2),
             AfterFailure::DeadLetter {
                 reason: DeadLetterReason::MaxDeliver,
                 error: "cannot save the invoice: disk full (after 3 attempts)".into()
@@ -167,18 +172,40 @@ mod tests {
     fn retryable_failures_back_off_until_max_deliver_then_dead_letter() {
         let down = HandlerError::retryable("db down");
         assert_eq!(
-            after_failure(&config(), &down, 1, 0),
+            after_failure(&config(), &down, 1, 0, 0),
             AfterFailure::RetryAfter(Duration::from_millis(10))
         );
         assert_eq!(
-            after_failure(&config(), &down, 2, 1),
+            after_failure(&config(), &down, 2, 0, 1),
             AfterFailure::RetryAfter(Duration::from_millis(20))
         );
         assert_eq!(
-            after_failure(&config(), &down, 3, 2),
+            after_failure(&config(), &down, 3, 0, 2),
             AfterFailure::DeadLetter {
                 reason: DeadLetterReason::MaxDeliver,
                 error: "db down (after 3 attempts)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_redriven_event_gets_a_round_of_max_deliver_attempts_counted_on_from_its_letter() {
+        let down = HandlerError::retryable("db down");
+        // Its letter recorded 3 attempts (max_deliver already reached): attempts 4 and 5 are
+        // retried, 6 gives up with the total.
+        assert_eq!(
+            after_failure(&config(), &down, 4, 3, 0),
+            AfterFailure::RetryAfter(Duration::from_millis(10))
+        );
+        assert_eq!(
+            after_failure(&config(), &down, 5, 3, 1),
+            AfterFailure::RetryAfter(Duration::from_millis(20))
+        );
+        assert_eq!(
+            after_failure(&config(), &down, 6, 3, 2),
+            AfterFailure::DeadLetter {
+                reason: DeadLetterReason::MaxDeliver,
+                error: "db down (after 6 attempts)".into()
             }
         );
     }

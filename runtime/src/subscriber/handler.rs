@@ -129,6 +129,7 @@ pub struct EventContext {
     /// User headers.
     pub headers: BTreeMap<String, String>,
     /// Handler attempts so far including this one: server deliveries plus in-place retries.
+    /// A redriven event counts on from the attempts its dead letter recorded.
     pub delivery_count: u64,
     /// The event came back from the dead letters through a redrive (`DeadLetters::redrive` on
     /// JetStream, [`InMemoryDeadLetters::redrive`](super::InMemoryDeadLetters::redrive) in

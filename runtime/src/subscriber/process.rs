@@ -2,6 +2,10 @@
 //! retired or it was completed before, call the handler (catching panics, recording metrics),
 //! and after a failure retry in place or give up to the dead letters.
 //!
+//! A redriven dead letter is an operator's explicit "try again": it gets a new round of up to
+//! `max_deliver` attempts (at least one, however many it had), numbered on from the attempts
+//! its letter recorded, and if it fails again its new letter records the total.
+//!
 //! A backend supplies the event and settles its delivery through [`Backend`]; everything the
 //! loop decides is decided here, once, so the backends cannot drift apart.
 
@@ -40,11 +44,13 @@ pub(crate) trait Backend: Sync {
     /// The stored event the delivery carries, or why it carries none (dead-lettered as
     /// [`DeadLetterReason::Corrupt`]).
     fn event(&self, delivery: &Self::Delivery) -> Result<Arc<StoredEvent>, String>;
-    /// The number of the delivery's first handler attempt (from 1): attempts made before, in
-    /// earlier deliveries, count towards `max_deliver`.
+    /// The number of the delivery's first handler attempt (from 1) since the event was
+    /// delivered or redriven: attempts made before, in earlier deliveries, count towards
+    /// `max_deliver`.
     fn first_attempt(&self, delivery: &Self::Delivery) -> u64;
-    /// Whether the delivery is a dead letter handed back.
-    fn redriven(&self, delivery: &Self::Delivery) -> bool;
+    /// For a dead letter handed back, the handler attempts its letter recorded; `None` for
+    /// any other delivery.
+    fn redriven(&self, delivery: &Self::Delivery) -> Option<u64>;
     /// Whether the completion log has the event: false when idempotency is off, or when the
     /// delivery cannot be one the subscriber saw before.
     fn completed_before(&self, delivery: &Self::Delivery, id: Uuid) -> bool;
@@ -85,7 +91,8 @@ pub(crate) struct Letter {
     pub(crate) reason: DeadLetterReason,
     /// The error with its causes, `a: b: c` ([`ErrorChain`]).
     pub(crate) error: String,
-    /// Handler attempts made, at least 1 (also when the event never decoded).
+    /// Handler attempts made, at least 1 (also when the event never decoded), including those
+    /// before a redrive.
     pub(crate) attempts: u64,
 }
 
@@ -97,7 +104,9 @@ pub(crate) async fn process<B: Backend>(backend: &B, delivery: B::Delivery) -> S
         backend.release(delivery).await;
         return Settled::Done;
     }
-    let first = backend.first_attempt(&delivery);
+    let redriven = backend.redriven(&delivery);
+    let earlier = redriven.unwrap_or(0);
+    let first = earlier + backend.first_attempt(&delivery);
     let stored = match backend.event(&delivery) {
         Ok(stored) => stored,
         Err(error) => {
@@ -127,7 +136,6 @@ pub(crate) async fn process<B: Backend>(backend: &B, delivery: B::Delivery) -> S
     }
     let config = backend.config();
     let metrics = backend.metrics();
-    let redriven = backend.redriven(&delivery);
     let mut attempt = first;
     let mut retries = 0;
     loop {
@@ -144,7 +152,7 @@ pub(crate) async fn process<B: Backend>(backend: &B, delivery: B::Delivery) -> S
             },
         };
         backend.attempt_started(&delivery);
-        let ctx = decide::event_context(&stored, attempt, redriven);
+        let ctx = decide::event_context(&stored, attempt, redriven.is_some());
         let span = decide::handler_span(&config.durable_name, &stored, attempt);
         let started = Instant::now();
         // Commands the handler runs inherit the event's correlation id, and the event as cause.
@@ -162,7 +170,7 @@ pub(crate) async fn process<B: Backend>(backend: &B, delivery: B::Delivery) -> S
             }
             Err(error) => error,
         };
-        match decide::after_failure(config, &error, attempt, retries) {
+        match decide::after_failure(config, &error, attempt, earlier, retries) {
             AfterFailure::DeadLetter { reason, error } => {
                 return give_up(backend, delivery, reason, error, attempt).await;
             }

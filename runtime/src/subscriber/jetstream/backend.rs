@@ -51,12 +51,14 @@ impl<S: Subscriber> Backend for Shared<S> {
 
     fn first_attempt(&self, delivery: &Delivery) -> u64 {
         // In-place retries of earlier deliveries are not known here; the server's count of
-        // deliveries is what survives a crash.
+        // deliveries is what survives a crash. A redriven letter has a consumer of its own, so
+        // this counts from its redrive.
         delivery.delivered
     }
 
-    fn redriven(&self, delivery: &Delivery) -> bool {
-        delivery.source == Source::Redrive
+    fn redriven(&self, delivery: &Delivery) -> Option<u64> {
+        (delivery.source == Source::Redrive)
+            .then(|| dead_letters::recorded_attempts(delivery.msg.headers.as_ref()))
     }
 
     fn completed_before(&self, delivery: &Delivery, id: Uuid) -> bool {

@@ -5,7 +5,8 @@
 //! payload, the original `Jetsource-*` headers and `Jetsource-Dlq-*` headers saying why.
 //! Redriving moves it to `jetsource_dlq.<stream>.redrive.<d>`, which the running subscriber
 //! consumes beside its events (redriven events are not re-appended to the event stream: that
-//! would store the event twice).
+//! would store the event twice). A redriven letter keeps its `Jetsource-Dlq-Delivery-Count`, so
+//! the subscriber numbers its attempts on from there (see `process.rs`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,7 @@ use futures::StreamExt;
 use super::placement::Placement;
 use crate::subscriber::dead_letter::{DeadLetter, DeadLetterReason};
 use crate::subscriber::error::SubscriberError;
+use crate::wire::{self, EventMetadata};
 use crate::JetStreamStore;
 
 pub(crate) const REASON: &str = "Jetsource-Dlq-Reason";
@@ -189,6 +191,14 @@ impl DeadLetters {
     /// Hands every dead letter of subscriber `durable` back to it: each is moved to the
     /// subscriber's redrive subject, which the running subscriber consumes (the handler runs
     /// again; a failure dead-letters it again). Returns how many were moved.
+    ///
+    /// A redrive is an operator's explicit "try again": the letter gets a new round of up to
+    /// [`max_deliver`](crate::subscriber::SubscriberConfig::max_deliver) attempts, with the
+    /// usual back-off, even if its attempts so far already reached it. The attempts are
+    /// numbered on from the ones the letter records
+    /// ([`EventContext::delivery_count`](crate::subscriber::EventContext::delivery_count) of a
+    /// letter dead-lettered after 3 attempts starts at 4), and a letter that fails again is
+    /// dead-lettered again with the total.
     pub async fn redrive(&self, durable: &str) -> Result<usize, SubscriberError> {
         let letters = self.read(durable).await?;
         self.move_to_redrive(durable, letters).await
@@ -322,18 +332,40 @@ fn parse(seq: u64, msg: &async_nats::jetstream::message::StreamMessage) -> Optio
         }
     }
     let nanos: u64 = get(TIME).and_then(|t| t.parse().ok()).unwrap_or(0);
+    let subject = get(SUBJECT)?;
+    let event = event_metadata(&subject, &headers);
     Some(DeadLetter {
         dead_letter_sequence: seq,
         subscriber: get(SUBSCRIBER)?,
         reason: DeadLetterReason::parse(&get(REASON)?)?,
         error: get(ERROR).unwrap_or_default(),
-        subject: get(SUBJECT)?,
         position: get(STREAM_SEQ)?.parse().ok()?,
+        event_id: event.as_ref().map(|e| e.id),
+        event_version: event.as_ref().map(|e| e.version),
+        event_name: event.map(|e| e.name),
+        subject,
         delivery_count: get(DELIVERIES).and_then(|d| d.parse().ok()).unwrap_or(0),
         dead_lettered_at: UNIX_EPOCH + Duration::from_nanos(nanos),
         headers,
         payload: msg.payload.clone(),
     })
+}
+
+/// The metadata of the event a letter holds, from its original subject and headers; `None`
+/// when the message was no readable jetsource event (the reason a letter is `corrupt`).
+fn event_metadata(subject: &str, headers: &BTreeMap<String, String>) -> Option<EventMetadata> {
+    let (_, parts) = wire::split_subject(subject)?;
+    let headers = headers.iter().map(|(n, v)| (n.as_str(), v.as_str()));
+    EventMetadata::decode(parts, headers).ok()
+}
+
+/// The handler attempts a dead letter records, read when it comes back through a redrive; 0
+/// for a message without the header (never a letter of this runtime).
+pub(crate) fn recorded_attempts(headers: Option<&HeaderMap>) -> u64 {
+    headers
+        .and_then(|h| h.get(DELIVERIES))
+        .and_then(|v| v.as_str().parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -370,5 +402,59 @@ mod tests {
                 .map(|v| v.as_str()),
             Some("account.a1:cmd-7:0")
         );
+    }
+
+    fn stored(headers: HeaderMap) -> async_nats::jetstream::message::StreamMessage {
+        async_nats::jetstream::message::StreamMessage {
+            subject: "jetsource_dlq.BANK.dead.mailer".into(),
+            sequence: 4,
+            headers,
+            payload: Bytes::new(),
+            time: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn draft(reason: DeadLetterReason, deliveries: u64) -> DeadLetterDraft<'static> {
+        DeadLetterDraft {
+            event_stream: "BANK",
+            durable: "mailer",
+            reason,
+            error: "bad",
+            original_subject: "bank.account.a1.opened",
+            position: 9,
+            deliveries,
+            dedupe: "m:9".into(),
+        }
+    }
+
+    #[test]
+    fn a_letter_names_its_events_id_name_and_version() {
+        let id = uuid::Uuid::from_u128(0x0190a1b2_7c3d_7e4f_8a9b_0c1d2e3f4a5b);
+        let mut original = HeaderMap::new();
+        original.insert(
+            crate::wire::EVENT_HEADER,
+            "1 3 0190a1b27c3d7e4f8a9b0c1d2e3f4a5b 2 json 7",
+        );
+        let draft = draft(DeadLetterReason::Permanent, 4);
+        let headers = dead_letter_headers(Some(&original), &draft);
+        assert_eq!(recorded_attempts(Some(&headers)), 4);
+        let letter = parse(4, &stored(headers)).expect("a readable letter");
+        assert_eq!(letter.event_id, Some(id));
+        assert_eq!(letter.event_name.as_deref(), Some("opened"));
+        assert_eq!(letter.event_version, Some(2));
+        assert_eq!(letter.delivery_count, 4);
+    }
+
+    #[test]
+    fn a_letter_of_a_message_without_metadata_has_no_event_fields() {
+        let draft = draft(DeadLetterReason::Corrupt, 1);
+        let letter = parse(4, &stored(dead_letter_headers(None, &draft))).expect("a letter");
+        assert_eq!(letter.reason, DeadLetterReason::Corrupt);
+        assert_eq!(letter.subject, "bank.account.a1.opened");
+        assert_eq!(
+            (letter.event_id, letter.event_name, letter.event_version),
+            (None, None, None)
+        );
+        assert_eq!(recorded_attempts(None), 0);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::durable::{Delivery, Durable, Source};
+use super::durable::{Delivery, Durable};
 use crate::observability::SubscriberMetrics;
 use crate::store::{InMemoryStore, StoredEvent};
 use crate::subscriber::config::{Idempotency, SubscriberConfig};
@@ -58,8 +58,8 @@ impl<S: Subscriber> Backend for Shared<S> {
         delivery.attempts_before + 1
     }
 
-    fn redriven(&self, delivery: &Delivery) -> bool {
-        matches!(delivery.source, Source::Redrive(_))
+    fn redriven(&self, delivery: &Delivery) -> Option<u64> {
+        delivery.redriven_after
     }
 
     fn completed_before(&self, _: &Delivery, id: Uuid) -> bool {

@@ -50,6 +50,13 @@ impl InMemoryDeadLetters {
     /// the next one started with that durable name) handles each again, with
     /// [`EventContext::redriven`](crate::subscriber::EventContext::redriven) set; a failure
     /// dead-letters it again. Returns how many were handed back.
+    ///
+    /// As with JetStream's `DeadLetters::redrive`, a redriven letter gets a new round of up to
+    /// [`max_deliver`](crate::subscriber::SubscriberConfig::max_deliver) attempts, even if its
+    /// attempts so far already reached it; they are numbered on from the ones the letter
+    /// records ([`EventContext::delivery_count`](crate::subscriber::EventContext::delivery_count)
+    /// of a letter dead-lettered after 3 attempts starts at 4), and a letter that fails again
+    /// records the total.
     pub fn redrive(&self, durable: &str) -> usize {
         self.redrive_matching(durable, |_| true)
     }

@@ -68,8 +68,10 @@ pub(crate) struct Delivery {
     pub(crate) event: Arc<StoredEvent>,
     pub(crate) source: Source,
     /// Handler attempts made on it before this delivery (in earlier runs, or before the
-    /// acknowledgement was forgotten).
+    /// acknowledgement was forgotten), since it was read from the log or redriven.
     pub(crate) attempts_before: u64,
+    /// For a redriven dead letter, the attempts its letter recorded.
+    pub(crate) redriven_after: Option<u64>,
 }
 
 /// One durable consumer.
@@ -99,7 +101,10 @@ struct State {
 
 struct Redriven {
     event: Arc<StoredEvent>,
+    /// Handler attempts since the redrive.
     attempts: u64,
+    /// The attempts its dead letter recorded: the handler's count goes on from there.
+    letter_attempts: u64,
 }
 
 impl Durable {
@@ -159,6 +164,7 @@ impl Durable {
                     event: Arc::new(store.event_at(position)?),
                     source: Source::Log(position),
                     attempts_before: attempts,
+                    redriven_after: None,
                 })
             })
             .collect()
@@ -189,6 +195,7 @@ impl Durable {
                     event: Arc::new(event),
                     source: Source::Log(position),
                     attempts_before,
+                    redriven_after: None,
                 }
             })
             .collect();
@@ -206,6 +213,7 @@ impl Durable {
                 event: letter.event.clone(),
                 source: Source::Redrive(number),
                 attempts_before: letter.attempts,
+                redriven_after: Some(letter.letter_attempts),
             })
             .collect()
     }
@@ -254,6 +262,9 @@ impl Durable {
             subscriber: self.name.clone(),
             reason,
             error,
+            event_id: event.id,
+            event_name: event.name.clone(),
+            event_version: event.version,
             event,
             delivery_count,
             dead_lettered_at: SystemTime::now(),
@@ -278,10 +289,12 @@ impl Durable {
             for letter in &picked {
                 state.last_redrive += 1;
                 let number = state.last_redrive;
-                let event = Arc::new(letter.event.clone());
-                state
-                    .redriven
-                    .insert(number, Redriven { event, attempts: 0 });
+                let redriven = Redriven {
+                    event: Arc::new(letter.event.clone()),
+                    attempts: 0,
+                    letter_attempts: letter.delivery_count,
+                };
+                state.redriven.insert(number, redriven);
             }
             picked.len()
         };
