@@ -5,7 +5,9 @@ use std::time::{Duration, SystemTime};
 use super::error::SubscriberError;
 use crate::error::HumanDuration;
 
-const DEFAULT_MEMBER_TTL: Duration = Duration::from_secs(10);
+/// Short, so that a partition of a process that died moves within about 2 s: its member entry
+/// and its pin both lapse after this long without a beat (every quarter of it) or a pull.
+const DEFAULT_MEMBER_TTL: Duration = Duration::from_millis(1_500);
 
 /// Where a new durable consumer starts. An existing consumer keeps its position.
 ///
@@ -112,7 +114,7 @@ pub struct SubscriberConfig {
     pub ack_wait: Duration,
     /// Handler attempts (deliveries and in-place retries together) before a retryable failure is
     /// dead-lettered. The server-side consumer itself never gives up, so nothing is dropped
-    /// silently.
+    /// silently. A redriven dead letter gets this many attempts again.
     pub max_deliver: u32,
     /// Delays before the retries of a retryable failure; the last one repeats.
     pub backoff: Vec<Duration>,
@@ -183,8 +185,12 @@ impl SubscriberConfig {
         self
     }
 
-    /// How long a silent process keeps its partitions (default 10 s); only with
-    /// [`SubscriberConfig::partitions`].
+    /// How long a silent process keeps its partitions (default 1.5 s); only with
+    /// [`SubscriberConfig::partitions`]. Each process announces itself every quarter of it and
+    /// pulls at least every second, so a process that dies loses its partitions about this
+    /// long after; a live one that cannot reach the server for this long loses them too (and
+    /// takes them back when it can), so raise it where pauses or server failovers of several
+    /// seconds are common and a slower takeover is acceptable.
     pub fn member_ttl(mut self, ttl: Duration) -> Self {
         self.member_ttl = ttl;
         self

@@ -1,7 +1,7 @@
 //! The dispatcher: pulls, routes to the workers, acks stored completions, keeps handed-out
 //! messages in progress and holds delivery back while its [`Gate`] settles.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use super::acks::{acked, nak};
 use super::consumer::{deliver_policy, ensure_consumer, PRIORITY_GROUP};
 use super::dead_letters;
 use super::delivery::{Completion, Delivery, Done, Shared, Source};
+use super::recovery::{hand_back, subscribe_lane};
 use super::router::Router;
 use super::worker::worker;
 use crate::error::ErrorChain;
@@ -50,6 +51,12 @@ pub(crate) struct Dispatcher<S: Subscriber> {
     pub(super) events: Consumer<pull::Config>,
     pub(super) redrive: Option<Consumer<pull::Config>>,
     pub(super) gate: Gate,
+    /// A dead lane's deliveries were handed back: they return within moments, so the gate is
+    /// checked often until it opens.
+    pub(super) quick_settle: bool,
+    /// This lane's answer to probes for a running lane (see `recovery`); a partition lane
+    /// subscribes once it first holds the pin.
+    pub(super) liveness: Option<async_nats::Subscriber>,
     /// When a settling gate opens anyway.
     pub(super) settle_by: tokio::time::Instant,
     /// The highest stream sequence received from the events consumer.
@@ -75,6 +82,16 @@ async fn next_round(
         None => std::future::pending().await,
     }
 }
+
+async fn next_probe(liveness: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match liveness {
+        Some(liveness) => liveness.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How often a gate is checked while handed-back deliveries return.
+const QUICK_SETTLE: Duration = Duration::from_millis(100);
 
 async fn next_message(
     stream: &mut Option<pull::Stream>,
@@ -113,7 +130,7 @@ impl<S: Subscriber> Dispatcher<S> {
         let pulls = match self.pin_ttl {
             // A pull outliving the pin's time to live would lose the pin between pulls.
             Some(ttl) => {
-                let expires = (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                let expires = (ttl / 2).clamp(Duration::from_millis(500), Duration::from_secs(30));
                 pulls
                     .group(PRIORITY_GROUP)
                     .expires(expires)
@@ -162,6 +179,9 @@ impl<S: Subscriber> Dispatcher<S> {
         let progress_every = config.ack_wait / 2;
         let mut tick = tokio::time::interval(tick_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quick = tokio::time::interval(QUICK_SETTLE);
+        quick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut liveness = self.liveness.take();
         let mut last_progress = tokio::time::Instant::now();
         let mut last_lag = tokio::time::Instant::now();
         let client = shared.js.client();
@@ -177,13 +197,16 @@ impl<S: Subscriber> Dispatcher<S> {
                 },
                 msg = next_message(&mut events_msgs) => match msg {
                     Some(Ok(msg)) => {
-                        self.note_pin(&msg);
+                        let pinned = self.note_pin(&msg);
                         if let Some(d) = self.delivery(msg, Source::Events) {
                             if self.gate == Gate::Open {
                                 router.route(d);
                             } else {
                                 held.push(d);
                             }
+                        }
+                        if pinned && liveness.is_none() {
+                            liveness = self.take_over(&held, &router).await;
                         }
                     }
                     Some(Err(e)) => {
@@ -212,6 +235,24 @@ impl<S: Subscriber> Dispatcher<S> {
                 Some(done) = done_rx.recv() => router.done(done),
                 Some(round) = next_round(&mut stored) => {
                     acked(&shared, round, &mut router, &done_tx).await;
+                }
+                Some(probe) = next_probe(&mut liveness) => {
+                    if let Some(reply) = probe.reply {
+                        if let Err(e) = client.publish(reply, Bytes::new()).await {
+                            tracing::debug!(error = %e, "answering a lane probe failed");
+                        }
+                    }
+                }
+                _ = quick.tick(), if self.gate != Gate::Open
+                    && (self.quick_settle || (self.pin_ttl.is_some() && liveness.is_none())) =>
+                {
+                    if liveness.is_none() && self.pin_ttl.is_some() {
+                        if self.pin_free().await {
+                            liveness = self.take_over(&held, &router).await;
+                        }
+                    } else {
+                        self.check_gate(&mut held, &mut router).await;
+                    }
                 }
                 _ = tick.tick() => {
                     if events_msgs.is_none() {
@@ -351,6 +392,7 @@ impl<S: Subscriber> Dispatcher<S> {
             }
         }
         self.gate = Gate::Open;
+        self.quick_settle = false;
         tracing::info!(
             released = held.len(),
             "earlier deliveries settled; events flow"
@@ -363,9 +405,10 @@ impl<S: Subscriber> Dispatcher<S> {
 
     /// A partition that just came to this lane (a new pin) may still have messages pending with
     /// its previous owner: settle, so none of its aggregates' later events overtakes them.
-    fn note_pin(&mut self, msg: &Message) {
+    /// Whether the pin is new.
+    fn note_pin(&mut self, msg: &Message) -> bool {
         if self.pin_ttl.is_none() {
-            return;
+            return false;
         }
         let pin = msg
             .headers
@@ -376,6 +419,65 @@ impl<S: Subscriber> Dispatcher<S> {
             tracing::debug!(consumer = %self.consumer_name, "pinned to this process");
             self.pin = pin;
             self.settle();
+            return true;
+        }
+        false
+    }
+
+    /// Whether no process holds the partition's pin (a dead owner's lapsed), or this lane does.
+    /// The server pins a process only when it delivers a message, so a lane whose partition
+    /// has nothing new, only a dead owner's deliveries, would otherwise wait for the ack wait.
+    async fn pin_free(&mut self) -> bool {
+        match self.events.info().await {
+            Ok(info) => info.priority_groups.iter().all(|group| {
+                let pinned = group.pinned_client_id.as_deref().unwrap_or_default();
+                pinned.is_empty() || Some(pinned) == self.pin.as_deref()
+            }),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the consumer state failed");
+                false
+            }
+        }
+    }
+
+    /// The partition's pin is this lane's for the first time, or lapsed: if the lane that held it is gone,
+    /// its deliveries come back now instead of after the ack wait. Then this lane announces
+    /// itself, so that a later owner waits for what it holds.
+    async fn take_over(
+        &mut self,
+        held: &[Delivery],
+        router: &Router,
+    ) -> Option<async_nats::Subscriber> {
+        let client = self.shared.js.client();
+        let stream = self.events_stream.cached_info().config.name.clone();
+        let in_hand: HashSet<u64> = held
+            .iter()
+            .map(|d| d.seq)
+            .chain(
+                router
+                    .outstanding
+                    .keys()
+                    .filter(|(source, _)| *source == Source::Events)
+                    .map(|(_, seq)| *seq),
+            )
+            .collect();
+        match self.events.info().await {
+            Ok(info) => {
+                let info = info.clone();
+                match hand_back(&client, &stream, &self.consumer_name, &info, &in_hand).await {
+                    Ok(Some(_)) => self.quick_settle = true,
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "handing back failed"),
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading the consumer state failed"),
+        }
+        match subscribe_lane(&client, &stream, &self.consumer_name).await {
+            Ok(liveness) => Some(liveness),
+            Err(e) => {
+                tracing::warn!(error = %ErrorChain(&e), "announcing the lane failed");
+                None
+            }
         }
     }
 
@@ -434,7 +536,7 @@ impl<S: Subscriber> Dispatcher<S> {
 
 /// The original subject and position of a message the partition stream sourced, from the
 /// server's `Nats-Stream-Source` header: `<stream> <sequence> <filter> <transform> <subject>`.
-fn sourced_origin(headers: Option<&HeaderMap>) -> Option<(String, u64)> {
+pub(super) fn sourced_origin(headers: Option<&HeaderMap>) -> Option<(String, u64)> {
     let source = headers?.get("Nats-Stream-Source")?.as_str();
     let mut fields = source.split(' ');
     let position = fields.nth(1)?.parse().ok()?;

@@ -12,7 +12,8 @@
 //!   sorted live members. A process giving a partition up finishes and acks what it runs,
 //!   `nak`s the rest and releases the pin; a process that died loses its pin after the TTL.
 //!   The lane that receives a partition holds new messages until the previous owner's
-//!   unacknowledged ones came back (the dispatcher's gate), so order survives the move.
+//!   unacknowledged ones came back (the dispatcher's gate), so order survives the move; once it
+//!   holds the pin, a previous owner that is gone has them redelivered at once (`recovery`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -110,7 +111,10 @@ impl<S: Subscriber> Group<S> {
             .map_err(|e| SubscriberError::js(format!("creating partition stream {name}"), e))?;
         let bucket = members_bucket(&base.stream, &base.config.durable_name);
         let members = match base.js.get_key_value(&bucket).await {
-            Ok(members) => members,
+            Ok(members) => {
+                align_member_ttl(&base.js, &bucket, base.config.member_ttl).await;
+                members
+            }
             Err(_) => base
                 .js
                 .create_key_value(kv::Config {
@@ -277,6 +281,30 @@ impl<S: Subscriber> Group<S> {
                 tracing::debug!(partition, error = %e, "releasing the pin failed");
             }
         }
+    }
+}
+
+/// Entries of a bucket created with another member TTL (the default was 10 s before 1.5 s)
+/// would outlive a dead process by that much: its expiry follows the configuration.
+async fn align_member_ttl(js: &async_nats::jetstream::Context, bucket: &str, ttl: Duration) {
+    let name = format!("KV_{bucket}");
+    let stream = match js.get_stream(&name).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            tracing::warn!(error = %e, bucket, "reading the members bucket failed");
+            return;
+        }
+    };
+    let mut config = stream.cached_info().config.clone();
+    if config.max_age == ttl {
+        return;
+    }
+    tracing::info!(bucket, from = ?config.max_age, to = ?ttl, "member TTL changed");
+    config.max_age = ttl;
+    // The server refuses a duplicate window longer than the age limit.
+    config.duplicate_window = config.duplicate_window.min(ttl);
+    if let Err(e) = js.update_stream(config).await {
+        tracing::warn!(error = %e, bucket, "updating the member TTL failed");
     }
 }
 

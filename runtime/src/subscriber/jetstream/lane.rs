@@ -1,6 +1,7 @@
 //! A lane: one durable consumer (the whole event stream, or one partition) with its redrive
 //! consumer, completion log and gate, ready for a dispatcher to run.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use super::delivery::Shared;
 use super::dispatch::{settle_limit, Dispatcher, Gate};
 use super::done_log::DoneLog;
 use super::placement::Placement;
+use super::recovery::{hand_back, subscribe_lane};
 use crate::observability::SubscriberMetrics;
 use crate::subscriber::config::{Idempotency, SubscriberConfig};
 use crate::subscriber::error::SubscriberError;
@@ -138,6 +140,28 @@ pub(crate) async fn open_lane<S: Subscriber>(
     } else {
         Gate::Open
     };
+    let client = base.js.client();
+    let stream_name = events_stream.cached_info().config.name.clone();
+    // A partition lane hands back only once it holds the pin (the dispatcher does): before
+    // that, another process may own the partition.
+    let (handed_back, liveness) = if pin_ttl.is_none() {
+        let handed_back = gate == Gate::Settling
+            && hand_back(
+                &client,
+                &stream_name,
+                &consumer_name,
+                &info,
+                &HashSet::new(),
+            )
+            .await?
+            .is_some();
+        (
+            handed_back,
+            Some(subscribe_lane(&client, &stream_name, &consumer_name).await?),
+        )
+    } else {
+        (false, None)
+    };
     let shared = Arc::new(Shared {
         subscriber: base.subscriber.clone(),
         config: config.clone(),
@@ -160,6 +184,8 @@ pub(crate) async fn open_lane<S: Subscriber>(
         events,
         redrive,
         gate,
+        quick_settle: handed_back,
+        liveness,
         high_water: info.delivered.stream_sequence,
         last_delivery: info.delivered.consumer_sequence,
         shared_durable: false,

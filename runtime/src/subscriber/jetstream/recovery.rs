@@ -1,0 +1,214 @@
+//! Crash recovery: a lane that starts on a consumer whose previous lane died hands the dead
+//! lane's deliveries back to the server at once, instead of waiting an ack wait for them.
+//!
+//! Every running lane subscribes to [`lane_subject`] and answers requests on it. A lane that
+//! starts with unacknowledged deliveries on its consumer (or, partitioned, that just received
+//! the partition's pin) asks that subject first. The server answers "no responders" only when
+//! no connection subscribes to it: the lane that held those deliveries ended (a SIGKILLed
+//! process's connection closes with it). Any answer, or none in time (a process frozen, a host
+//! gone without closing its connection, a user not allowed the subject), leaves them to the
+//! ack wait as before, so a live lane never sees its messages taken while its handlers run.
+//!
+//! Handing back is a `nak` for every stream sequence between the consumer's ack floor and its
+//! last delivery: the server skips sequences that are not pending, and queues the pending ones
+//! for redelivery in the order the naks arrive (stream order), exactly as if their ack wait had
+//! expired now. Delivery counts are kept, so the redeliveries are checked against the
+//! completion log; acknowledged messages are not delivered again. (The consumer reset API of
+//! nats-server 2.14 would redeliver everything after the ack floor, acknowledged or not, and
+//! restart the delivery sequence the dispatcher watches for gaps.)
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::Info;
+use async_nats::{Client, RequestErrorKind, Subscriber};
+use bytes::Bytes;
+
+use crate::subscriber::error::SubscriberError;
+
+/// How long a probe waits for a live lane's answer; a lane answers from its dispatcher loop,
+/// which is never busy that long.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
+/// The widest span of stream sequences handed back by naks (one small publish each, about
+/// 100,000 a second here); a wider one waits for the ack wait.
+pub(super) const SWEEP_LIMIT: u64 = 50_000;
+
+/// The subject every running lane of `consumer` on `stream` answers on.
+pub(super) fn lane_subject(stream: &str, consumer: &str) -> String {
+    format!("jetsource_lane.{stream}.{consumer}")
+}
+
+/// Subscribes a starting lane to its [`lane_subject`], and makes sure the server knows the
+/// subscription before the lane handles anything, so no later probe misses it.
+pub(super) async fn subscribe_lane(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+) -> Result<Subscriber, SubscriberError> {
+    let subscription = client
+        .subscribe(lane_subject(stream, consumer))
+        .await
+        .map_err(|e| SubscriberError::js("announcing the lane", e))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| SubscriberError::js("announcing the lane", e))?;
+    Ok(subscription)
+}
+
+/// What a probe learned about the lanes of a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Predecessor {
+    /// No connection subscribes to the lane subject: no lane of this consumer runs.
+    Gone,
+    /// A lane answered: it may still be handling what it holds.
+    Running,
+    /// No answer in time, or the request failed: assume a lane still runs.
+    Unknown,
+}
+
+/// Asks whether a lane of the consumer behind `subject` runs anywhere.
+pub(super) async fn probe(client: &Client, subject: &str) -> Predecessor {
+    match tokio::time::timeout(PROBE_WAIT, client.request(subject.to_owned(), Bytes::new())).await {
+        Ok(Ok(_)) => Predecessor::Running,
+        Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Predecessor::Gone,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, subject, "probing for a running lane failed");
+            Predecessor::Unknown
+        }
+        Err(_) => Predecessor::Unknown,
+    }
+}
+
+/// The consumer state a hand-back covers: stream sequences `(floor, last]`, and the newest
+/// delivery sequence.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    floor: u64,
+    last: u64,
+    delivery: u64,
+}
+
+impl Span {
+    fn of(info: &Info) -> Self {
+        Span {
+            floor: info.ack_floor.stream_sequence,
+            last: info.delivered.stream_sequence,
+            delivery: info.delivered.consumer_sequence,
+        }
+    }
+}
+
+/// The ack subjects that `nak` every stream sequence of `span` but those in `in_hand`; `None`
+/// when the span is wider than [`SWEEP_LIMIT`].
+fn nak_subjects(
+    stream: &str,
+    consumer: &str,
+    span: Span,
+    in_hand: &HashSet<u64>,
+) -> Option<Vec<String>> {
+    let Span {
+        floor,
+        last,
+        delivery,
+    } = span;
+    if last.saturating_sub(floor) > SWEEP_LIMIT {
+        return None;
+    }
+    // The server checks only that the delivery sequence lies between its ack floor and its
+    // last delivery, and that the stream sequence is pending; the newest delivery sequence
+    // always does.
+    Some(
+        (floor + 1..=last)
+            .filter(|seq| !in_hand.contains(seq))
+            .map(|seq| format!("$JS.ACK.{stream}.{consumer}.1.{seq}.{delivery}.0.0"))
+            .collect(),
+    )
+}
+
+/// Hands the deliveries of a lane that is gone back to the server for immediate redelivery.
+/// Returns how many sequences were nak'ed, or `None` when nothing was done (a lane may still
+/// run, nothing is pending elsewhere, or the span is too wide).
+pub(super) async fn hand_back(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+    info: &Info,
+    in_hand: &HashSet<u64>,
+) -> Result<Option<usize>, SubscriberError> {
+    if info.num_ack_pending <= in_hand.len() {
+        return Ok(None);
+    }
+    let predecessor = probe(client, &lane_subject(stream, consumer)).await;
+    if predecessor != Predecessor::Gone {
+        tracing::info!(
+            consumer,
+            ?predecessor,
+            pending = info.num_ack_pending,
+            "unacknowledged deliveries may be in a running lane's hands; waiting for them"
+        );
+        return Ok(None);
+    }
+    let Some(subjects) = nak_subjects(stream, consumer, Span::of(info), in_hand) else {
+        tracing::warn!(
+            consumer,
+            floor = info.ack_floor.stream_sequence,
+            delivered = info.delivered.stream_sequence,
+            "the unacknowledged span is too wide to hand back; waiting for the ack wait"
+        );
+        return Ok(None);
+    };
+    for subject in &subjects {
+        client
+            .publish(subject.clone(), Bytes::from_static(b"-NAK"))
+            .await
+            .map_err(|e| SubscriberError::js("handing back a dead lane's deliveries", e))?;
+    }
+    client
+        .flush()
+        .await
+        .map_err(|e| SubscriberError::js("handing back a dead lane's deliveries", e))?;
+    tracing::info!(
+        consumer,
+        pending = info.num_ack_pending,
+        naked = subjects.len(),
+        "the previous lane is gone: its deliveries come back now"
+    );
+    Ok(Some(subjects.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(floor: u64, last: u64, delivery: u64) -> Span {
+        Span {
+            floor,
+            last,
+            delivery,
+        }
+    }
+
+    #[test]
+    fn naks_cover_the_span_after_the_floor_but_what_is_in_hand() {
+        let subjects = nak_subjects("S_P2", "d_p1", span(4, 8, 12), &HashSet::from([6]))
+            .expect("a narrow span");
+        assert_eq!(
+            subjects,
+            [
+                "$JS.ACK.S_P2.d_p1.1.5.12.0.0",
+                "$JS.ACK.S_P2.d_p1.1.7.12.0.0",
+                "$JS.ACK.S_P2.d_p1.1.8.12.0.0",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_span_wider_than_the_limit_is_left_to_the_ack_wait() {
+        let wide = span(10, 10 + SWEEP_LIMIT + 1, 3);
+        assert!(nak_subjects("S", "d", wide, &HashSet::new()).is_none());
+        let widest_allowed = span(10, 10 + SWEEP_LIMIT, 3);
+        assert!(nak_subjects("S", "d", widest_allowed, &HashSet::new()).is_some());
+    }
+}
