@@ -149,18 +149,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let view_config = SubscriberConfig::new(format!("balances-{}", &run[run.len() - 12..]));
     let projecting = subscriber::start(&store, view.clone(), view_config).await?;
 
-    // A new durable starts at the beginning of the stream, so earlier runs' deposits come too.
+    // ANCHOR: read_your_writes
+    // A new durable starts at the beginning of the stream, so earlier runs' deposits come too;
+    // waiting for the last command's position waits for everything before it as well.
+    running
+        .wait_for(after.position, Duration::from_secs(20))
+        .await?;
+    projecting
+        .wait_for(after.position, Duration::from_secs(20))
+        .await?;
+    // ANCHOR_END: read_your_writes
     let total = || {
         let totals = notifier.totals.lock().unwrap_or_else(|e| e.into_inner());
         totals.get(&id).copied().unwrap_or(0)
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let balance = after.state.balance as i64;
-    while (total() < 400 || view.balance(&id) != Some(balance))
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let stats = running.shutdown().await?;
     projecting.shutdown().await?;
     let projected = view.balance(&id);

@@ -122,6 +122,16 @@ async fn first_runs<S: EventStore>(books: &Repository<Book, S>) {
         .await
         .unwrap();
     assert_eq!((multi.version, multi.appended), (4, 3));
+    assert!(multi.position > first.position && first.position > 0);
+    let unchanged = books
+        .execute("b1", |_: &Book| Ok::<_, AlreadyLent>(vec![]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (unchanged.appended, unchanged.position),
+        (0, 0),
+        "nothing appended, nothing to wait for"
+    );
     books
         .execute("b1", |_: &Book| Ok::<_, AlreadyLent>(vec![Returned.into()]))
         .await
@@ -161,6 +171,12 @@ async fn retries_return_the_first_outcome<S: EventStore>(books: &Repository<Book
     assert_eq!(notes_again.state.notes, vec![1, 2, 3]);
     // Nothing was appended by the retries.
     assert_eq!(books.load("b1").await.unwrap().version, 6);
+    // Each reports the store position of the last event its first execution appended, for
+    // read-your-writes.
+    let key = jetsource::AggregateKey::new("book", jetsource::AggregateId::new("b1").unwrap());
+    let history = books.store().load(&key, 1).await.unwrap();
+    assert_eq!(again.position, history[0].position);
+    assert_eq!(notes_again.position, history[3].position);
 }
 
 /// A rejecting retry of a command that appended the first time.

@@ -2,7 +2,8 @@
 //! JetStream one against a spawned nats-server run the same test bodies.
 //!
 //! Per-aggregate order under concurrency, name filtering, `max_ack_pending`, in-place retries
-//! with back-off, dead letters with their reasons (panics included), redrive, graceful
+//! with back-off, dead letters with their reasons (panics included) and their event's id, name
+//! and version, redrive (attempts counted on from the letter), graceful
 //! restarts, crashes, shutdown during a back-off, lost acknowledgements of completed events,
 //! upcasting, retired event types, start positions, the handler's context, the correlation
 //! and causation its commands inherit, and a dropped handle. What only one backend has stays
@@ -20,7 +21,7 @@ use async_nats::jetstream::consumer::PullConsumer;
 use bytes::Bytes;
 use jetsource::subscriber::{
     self, DeadLetterReason, DeadLetters, DeliverFrom, EventContext, HandlerError, InMemoryConsumer,
-    InMemoryDeadLetters, Subscriber, SubscriberConfig, SubscriberHandle,
+    InMemoryDeadLetters, Subscriber, SubscriberConfig, SubscriberHandle, WaitError,
 };
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{
@@ -32,6 +33,7 @@ use support::subscriber::{
     account, append, deposit, encoded, new_event, note, seed, wait_for, Appended, Deposited,
     Handled, Noted, Recorder, Recording,
 };
+use uuid::Uuid;
 
 /// A subscriber backend on a store of its own, empty when the test starts.
 trait Backend {
@@ -78,6 +80,10 @@ struct Letter {
     error: String,
     /// The event's store position.
     position: u64,
+    /// The event's id, name and version; `None` where a JetStream message had no metadata.
+    event_id: Option<Uuid>,
+    event_name: Option<String>,
+    event_version: Option<u32>,
     delivery_count: u64,
     payload: Bytes,
 }
@@ -127,6 +133,9 @@ impl Backend for Memory {
                 reason: letter.reason,
                 error: letter.error,
                 position: letter.event.position,
+                event_id: Some(letter.event_id),
+                event_name: Some(letter.event_name),
+                event_version: Some(letter.event_version),
                 delivery_count: letter.delivery_count,
                 payload: letter.event.payload,
             })
@@ -217,6 +226,9 @@ impl Backend for JetStream {
                 reason: letter.reason,
                 error: letter.error,
                 position: letter.position,
+                event_id: letter.event_id,
+                event_name: letter.event_name,
+                event_version: letter.event_version,
                 delivery_count: letter.delivery_count,
                 payload: letter.payload,
             })
@@ -563,9 +575,10 @@ async fn redriven_dead_letters_reach_the_subscriber_again_running_or_restarted<B
         .await;
     assert_eq!(moved, 1);
     wait_for("the redriven letter", || running.stats().handled == 1).await;
+    // Its letter recorded one attempt: the redriven one is the second.
     assert_eq!(
         *picky.seen.lock().unwrap(),
-        vec![("a1".to_owned(), 13, true, 1)]
+        vec![("a1".to_owned(), 13, true, 2)]
     );
     let left: HashSet<u64> = b
         .dead_letters("redrive")
@@ -581,7 +594,7 @@ async fn redriven_dead_letters_reach_the_subscriber_again_running_or_restarted<B
     running.shutdown().await.expect("shutdown");
 
     // Redriven while no subscriber runs: the next start handles them; both still fail and are
-    // dead-lettered again, the exhausted one after a fresh count of attempts.
+    // dead-lettered again, the exhausted one after a new round of attempts, with the total.
     assert_eq!(b.redrive("redrive").await, 2);
     assert!(b.dead_letters("redrive").await.is_empty());
     let restarted = b.start(picky.clone(), poison_config(&b, "redrive")).await;
@@ -593,13 +606,145 @@ async fn redriven_dead_letters_reach_the_subscriber_again_running_or_restarted<B
     assert_eq!(again.len(), 2);
     let exhausted_again = &again[&exhausted.position];
     assert_eq!(exhausted_again.reason, DeadLetterReason::MaxDeliver);
-    assert_eq!(exhausted_again.delivery_count, 3);
+    assert_eq!(exhausted_again.delivery_count, 6);
+    assert_eq!(again[&bad_payload.position].delivery_count, 2);
     assert_eq!(
         again[&bad_payload.position].reason,
         DeadLetterReason::Undecodable
     );
     assert!(again.values().all(|l| l.dead_letter_sequence > 3));
     assert!(!again.contains_key(&permanent.position));
+}
+
+/// Fails amount 7 retryably and amount 13 permanently until `accept` is set; records every
+/// attempt's amount, delivery count and whether it was redriven.
+#[derive(Default)]
+struct AttemptCounter {
+    accept: AtomicBool,
+    attempts: Mutex<Vec<(u64, u64, bool)>>,
+}
+
+impl AttemptCounter {
+    /// The `(delivery count, redriven)` of each attempt on `amount`, in order.
+    fn attempts_on(&self, amount: u64) -> Vec<(u64, bool)> {
+        let attempts = self.attempts.lock().unwrap();
+        attempts
+            .iter()
+            .filter(|a| a.0 == amount)
+            .map(|a| (a.1, a.2))
+            .collect()
+    }
+}
+
+impl Subscriber for AttemptCounter {
+    type Event = Handled;
+
+    async fn handle(&self, event: Handled, ctx: &EventContext) -> Result<(), HandlerError> {
+        let Handled::Deposited(d) = event;
+        let attempt = (d.amount, ctx.delivery_count, ctx.redriven);
+        self.attempts.lock().unwrap().push(attempt);
+        match d.amount {
+            7 => Err(HandlerError::retryable("never works")),
+            13 if !self.accept.load(Ordering::SeqCst) => {
+                Err(HandlerError::permanent("unlucky amount"))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+async fn dead_letters_name_their_event_and_redriven_ones_count_attempts_on<B: Backend>(b: B) {
+    let store = b.store();
+    let exhausted = append(store, "a1", deposit(7)).await;
+    let permanent = append(store, "a2", deposit(13)).await;
+    let counter = Arc::new(AttemptCounter::default());
+    let running = b.start(counter.clone(), poison_config(&b, "counted")).await;
+    wait_for("two dead letters", || running.stats().dead_lettered == 2).await;
+
+    let letters = by_position(&b.dead_letters("counted").await);
+    for appended in [exhausted, permanent] {
+        let letter = &letters[&appended.position];
+        assert_eq!(letter.event_id, Some(appended.id));
+        assert_eq!(letter.event_name.as_deref(), Some("deposited"));
+        assert_eq!(letter.event_version, Some(1));
+    }
+    assert_eq!(letters[&exhausted.position].delivery_count, 3);
+    assert_eq!(letters[&permanent.position].delivery_count, 1);
+
+    // Both fail again after a redrive: the attempts go on from the letters' counts, the one
+    // that used up max_deliver gets a new round of three, and the new letters hold the totals.
+    assert_eq!(b.redrive("counted").await, 2);
+    wait_for("re-dead-lettering", || running.stats().dead_lettered == 4).await;
+    let first_round = [(1, false), (2, false), (3, false)];
+    let second_round = [(4, true), (5, true), (6, true)];
+    assert_eq!(counter.attempts_on(7), [first_round, second_round].concat());
+    assert_eq!(counter.attempts_on(13), [(1, false), (2, true)]);
+    let letters = by_position(&b.dead_letters("counted").await);
+    let exhausted_again = &letters[&exhausted.position];
+    assert_eq!(exhausted_again.reason, DeadLetterReason::MaxDeliver);
+    assert_eq!(exhausted_again.delivery_count, 6);
+    assert_eq!(exhausted_again.error, "never works (after 6 attempts)");
+    assert_eq!(exhausted_again.event_id, Some(exhausted.id));
+    assert_eq!(letters[&permanent.position].delivery_count, 2);
+    assert_eq!(letters[&permanent.position].event_id, Some(permanent.id));
+
+    // Fixed: the permanent failure's third attempt succeeds.
+    counter.accept.store(true, Ordering::SeqCst);
+    let moved = b
+        .redrive_matching("counted", DeadLetterReason::Permanent)
+        .await;
+    assert_eq!(moved, 1);
+    wait_for("the redriven letter", || running.stats().handled == 1).await;
+    assert_eq!(counter.attempts_on(13), [(1, false), (2, true), (3, true)]);
+    let left: Vec<u64> = b
+        .dead_letters("counted")
+        .await
+        .iter()
+        .map(|l| l.position)
+        .collect();
+    assert_eq!(left, [exhausted.position]);
+    running.shutdown().await.expect("shutdown");
+    b.assert_all_acknowledged("counted").await;
+}
+
+async fn a_redriven_letter_interrupted_by_a_shutdown_goes_on_counting_in_the_next_run<
+    B: Backend,
+>(
+    b: B,
+) {
+    let exhausted = append(b.store(), "a1", deposit(7)).await;
+    let counter = Arc::new(AttemptCounter::default());
+    let quick = b
+        .config("interrupted")
+        .max_deliver(2)
+        .backoff([Duration::from_millis(10)]);
+    let running = b.start(counter.clone(), quick.clone()).await;
+    wait_for("the dead letter", || running.stats().dead_lettered == 1).await;
+    running.shutdown().await.expect("shutdown");
+
+    // Redriven, then stopped during the back-off after its first attempt since the redrive.
+    assert_eq!(b.redrive("interrupted").await, 1);
+    let slow = quick.clone().backoff([Duration::from_secs(30)]);
+    let running = b.start(counter.clone(), slow).await;
+    wait_for("the redriven attempt", || counter.attempts_on(7).len() == 3).await;
+    running.shutdown().await.expect("shutdown");
+
+    // The next run makes the round's second and last attempt, number 4.
+    let running = b.start(counter.clone(), quick).await;
+    wait_for("the dead letter again", || {
+        running.stats().dead_lettered == 1
+    })
+    .await;
+    running.shutdown().await.expect("shutdown");
+    assert_eq!(
+        counter.attempts_on(7),
+        [(1, false), (2, false), (3, true), (4, true)]
+    );
+    let letters = b.dead_letters("interrupted").await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].position, exhausted.position);
+    assert_eq!(letters[0].delivery_count, 4);
+    assert_eq!(letters[0].error, "never works (after 4 attempts)");
 }
 
 async fn graceful_restarts_resume_after_the_last_acknowledged_event_without_rehandling<
@@ -1120,6 +1265,76 @@ async fn a_dropped_handle_leaves_the_subscriber_running<B: Backend>(b: B) {
     rec.assert_in_order(3, 5);
 }
 
+/// A handler held until the test lets it go, recording the amounts it completed.
+#[derive(Clone)]
+struct Held {
+    permits: Arc<tokio::sync::Semaphore>,
+    done: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Subscriber for Held {
+    type Event = Handled;
+
+    async fn handle(&self, event: Handled, _: &EventContext) -> Result<(), HandlerError> {
+        let Handled::Deposited(d) = event;
+        self.permits.acquire().await.expect("open").forget();
+        self.done.lock().unwrap().push(d.amount);
+        Ok(())
+    }
+}
+
+/// Read-your-writes: `wait_for` returns once every event up to the position is settled (the
+/// handler's effect is visible then), also past events the subscriber does not handle, and
+/// times out while a handler holds an earlier event.
+async fn wait_for_returns_once_everything_up_to_the_position_is_settled<B: Backend>(b: B) {
+    let store = b.store();
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let done = Arc::new(Mutex::new(Vec::new()));
+    let held = Held {
+        permits: permits.clone(),
+        done: done.clone(),
+    };
+    let running = b.start(held, b.config("read_your_writes")).await;
+    assert!(
+        running.caught_up().await.expect("progress"),
+        "nothing stored yet"
+    );
+    running
+        .wait_for(0, Duration::ZERO)
+        .await
+        .expect("position 0 waits for nothing");
+
+    let first = append(store, "a1", deposit(1)).await;
+    let unhandled = append(store, "a2", note("not handled here")).await;
+    let err = running
+        .wait_for(unhandled.position, Duration::from_millis(200))
+        .await
+        .expect_err("the deposit before it is held");
+    assert!(
+        matches!(err, WaitError::TimedOut { position, .. } if position == unhandled.position),
+        "{err}"
+    );
+    assert!(!running.caught_up().await.expect("progress"));
+
+    permits.add_permits(1);
+    running
+        .wait_for(first.position, Duration::from_secs(30))
+        .await
+        .expect("settled");
+    assert_eq!(
+        *done.lock().unwrap(),
+        [1],
+        "the effect is visible when wait_for returns"
+    );
+    running
+        .wait_for(unhandled.position, Duration::from_secs(30))
+        .await
+        .expect("nothing the subscriber handles is pending before it");
+    assert!(running.caught_up().await.expect("progress"));
+    permits.add_permits(1);
+    running.shutdown().await.expect("shutdown");
+}
+
 /// Runs each behaviour once per backend: `in_memory::<behaviour>` and
 /// `jetstream::<behaviour>`, the latter on a nats-server of its own.
 macro_rules! on_every_backend {
@@ -1150,6 +1365,8 @@ on_every_backend!(
     a_retryable_error_is_retried_with_backoff_then_succeeds_blocking_only_its_aggregate,
     poison_events_are_dead_lettered_with_their_reasons_while_later_events_flow,
     redriven_dead_letters_reach_the_subscriber_again_running_or_restarted,
+    dead_letters_name_their_event_and_redriven_ones_count_attempts_on,
+    a_redriven_letter_interrupted_by_a_shutdown_goes_on_counting_in_the_next_run,
     graceful_restarts_resume_after_the_last_acknowledged_event_without_rehandling,
     after_a_crash_unacknowledged_events_come_first_and_in_order,
     shutdown_during_a_backoff_leaves_the_event_for_the_next_run_with_its_attempts,
@@ -1160,4 +1377,5 @@ on_every_backend!(
     the_handler_context_carries_the_stored_metadata,
     commands_run_by_a_handler_inherit_the_events_correlation_and_cause,
     a_dropped_handle_leaves_the_subscriber_running,
+    wait_for_returns_once_everything_up_to_the_position_is_settled,
 );

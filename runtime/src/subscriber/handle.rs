@@ -2,10 +2,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use super::error::SubscriberError;
+use super::progress::{self, Progress, WaitError};
 
 /// Counters of a running subscriber.
 ///
@@ -73,6 +75,7 @@ pub struct SubscriberHandle {
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), SubscriberError>>,
     counters: Arc<Counters>,
+    progress: Arc<dyn Progress>,
 }
 
 impl SubscriberHandle {
@@ -80,12 +83,39 @@ impl SubscriberHandle {
         shutdown: watch::Sender<bool>,
         task: tokio::task::JoinHandle<Result<(), SubscriberError>>,
         counters: Arc<Counters>,
+        progress: Arc<dyn Progress>,
     ) -> Self {
         SubscriberHandle {
             shutdown,
             task,
             counters,
+            progress,
         }
+    }
+
+    /// Waits until the subscriber has settled (handled, skipped or dead-lettered) every event
+    /// it receives at or before stream `position`: read-your-writes after a command, with the
+    /// position from [`Committed::position`](crate::Committed::position) or a
+    /// [`PublishReceipt`](crate::PublishReceipt). Position 0 returns at once. Events another
+    /// process of the same durable (or partition group) handled count too: the answer comes
+    /// from the durable consumer's state, not from this process.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # async fn run(handle: &jetsource::subscriber::SubscriberHandle, committed: &jetsource::Committed<()>)
+    /// #     -> Result<(), jetsource::subscriber::WaitError> {
+    /// handle.wait_for(committed.position, Duration::from_secs(2)).await?;
+    /// // The read model has seen the command's events.
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for(&self, position: u64, timeout: Duration) -> Result<(), WaitError> {
+        progress::wait_for(self.progress.as_ref(), position, timeout).await
+    }
+
+    /// Whether the subscriber has settled every event it receives up to the newest one stored
+    /// now.
+    pub async fn caught_up(&self) -> Result<bool, SubscriberError> {
+        progress::caught_up(self.progress.as_ref()).await
     }
 
     /// The counters so far.

@@ -98,6 +98,7 @@ mod handler;
 mod jetstream;
 mod memory;
 mod process;
+mod progress;
 
 pub use config::{AckMode, DeliverFrom, Idempotency, SubscriberConfig};
 pub use dead_letter::{DeadLetter, DeadLetterReason, InMemoryDeadLetter};
@@ -107,6 +108,11 @@ pub use handle::{SubscriberHandle, SubscriberStats};
 pub use handler::{EventContext, HandlerError, Subscriber, SubscriberDefinition};
 #[cfg(feature = "postgres")]
 pub(crate) use jetstream::delete_consumers;
+#[cfg(feature = "postgres")]
+pub(crate) use jetstream::JetStreamProgress;
 #[cfg(feature = "jetstream")]
 pub use jetstream::{start, start_defined, DeadLetters};
 pub use memory::{start_defined_in_memory, start_in_memory, InMemoryConsumer, InMemoryDeadLetters};
+pub use progress::WaitError;
+#[cfg(feature = "postgres")]
+pub(crate) use progress::{caught_up, wait_for};

@@ -104,7 +104,7 @@ pub(super) async fn append(
             // Refused: certainly not stored, so what the store knows still holds.
             Err(error @ JetStreamError::PermissionDenied { .. }) => return Err(error.into()),
             Err(error) => return Box::pin(unknown_outcome(store, key, command_id, error)).await,
-            Ok(Published::Duplicate | Published::Conflict) => {
+            Ok(Published::Duplicate(_) | Published::Conflict) => {
                 // Another writer appended: an idempotent append reads only what it added (a
                 // plain one looks its last event up through the leader).
                 known = match command_id {

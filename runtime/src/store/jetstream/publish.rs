@@ -23,7 +23,8 @@ use crate::wire;
 pub struct PublishReceipt {
     /// The event's id.
     pub event_id: Uuid,
-    /// Its stream sequence; 0 for a duplicate, which stored nothing.
+    /// Its stream sequence, to hand to a subscriber's `wait_for`; for a duplicate, which
+    /// stored nothing, the sequence of the first publish with that message id.
     pub position: u64,
     /// The message id was published before, inside the stream's duplicate window.
     pub duplicate: bool,
@@ -173,9 +174,9 @@ impl Publisher {
                     duplicate: false,
                 })
             }
-            Published::Duplicate => Ok(PublishReceipt {
+            Published::Duplicate(first) => Ok(PublishReceipt {
                 event_id: id,
-                position: 0,
+                position: first,
                 duplicate: true,
             }),
             Published::Conflict => Err(JetStreamError::Protocol(

@@ -33,7 +33,7 @@ impl JetStreamStore {
         let message = relayed_message(&self.inner.config.prefix, event);
         match append::single(&self.inner.client, message).await? {
             Published::Stored(_) => Ok(true),
-            Published::Duplicate => Ok(false),
+            Published::Duplicate(_) => Ok(false),
             // The relay's messages carry no expectation that could fail.
             Published::Conflict => Err(JetStreamError::Protocol(
                 "a relayed event without an OCC guard was refused as a conflict".into(),

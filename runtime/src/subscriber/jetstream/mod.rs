@@ -30,6 +30,8 @@ mod done_log;
 mod group;
 mod lane;
 mod placement;
+mod progress;
+mod recovery;
 mod router;
 mod start;
 mod worker;
@@ -37,4 +39,6 @@ mod worker;
 #[cfg(feature = "postgres")]
 pub(crate) use consumer::delete_consumers;
 pub use dead_letters::DeadLetters;
+#[cfg(feature = "postgres")]
+pub(crate) use progress::JetStreamProgress;
 pub use start::{start, start_defined};

@@ -11,6 +11,7 @@ use super::dead_letters;
 use super::group::Group;
 use super::lane::{open_lane, LaneBase};
 use super::placement::Placement;
+use super::progress::JetStreamProgress;
 use crate::event_set::EventSet;
 use crate::subscriber::config::SubscriberConfig;
 use crate::subscriber::error::SubscriberError;
@@ -63,6 +64,7 @@ pub async fn start<S: Subscriber>(
         counters: counters.clone(),
         config,
     };
+    let progress = Arc::new(JetStreamProgress::open(&base.js, &base.stream, &base.config).await?);
     let (shutdown, stop) = watch::channel(false);
     let task = match base.config.partitions {
         None => {
@@ -74,7 +76,7 @@ pub async fn start<S: Subscriber>(
             tokio::spawn(group.run(stop).instrument(span))
         }
     };
-    Ok(SubscriberHandle::new(shutdown, task, counters))
+    Ok(SubscriberHandle::new(shutdown, task, counters, progress))
 }
 
 /// [`start`]s `subscriber` with its own [`SubscriberDefinition::subscriber_config`].

@@ -59,6 +59,7 @@ mod backend;
 mod dead_letters;
 mod dispatch;
 mod durable;
+mod progress;
 
 pub use dead_letters::{InMemoryConsumer, InMemoryDeadLetters};
 
@@ -77,6 +78,7 @@ use crate::store::InMemoryStore;
 use backend::Shared;
 use dispatch::Dispatcher;
 use durable::Durables;
+use progress::MemoryProgress;
 
 /// Starts `subscriber` on `store`: creates the durable consumer `config.durable_name` (starting
 /// where [`SubscriberConfig::deliver_from`] says) or resumes an existing one, then consumes in
@@ -139,6 +141,11 @@ pub async fn start_in_memory<S: Subscriber>(
     let span =
         tracing::info_span!("subscriber", durable = %config.durable_name, backend = "memory");
     let metrics = SubscriberMetrics::new(&config.durable_name, &config.durable_name);
+    let progress = Arc::new(MemoryProgress {
+        store: store.clone(),
+        durable: durable.clone(),
+        name: config.durable_name.clone(),
+    });
     let shared = Arc::new(Shared {
         subscriber,
         config,
@@ -149,7 +156,7 @@ pub async fn start_in_memory<S: Subscriber>(
         stop,
     });
     let task = tokio::spawn(Dispatcher::new(shared, lease).run().instrument(span));
-    Ok(SubscriberHandle::new(shutdown, task, counters))
+    Ok(SubscriberHandle::new(shutdown, task, counters, progress))
 }
 
 /// [`start_in_memory`]s `subscriber` with its own
