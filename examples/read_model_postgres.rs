@@ -182,13 +182,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let running = balances.start(&store).await?;
     // ANCHOR_END: start
 
-    let expected = replay(&store).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let mut rows = read_model(&pool).await?;
-    while !covers(&rows, &expected) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        rows = read_model(&pool).await?;
-    }
+    let (expected, newest) = replay(&store).await?;
+    // ANCHOR: wait_for
+    // Read-your-writes: every event up to the newest one replayed is in the read model.
+    balances
+        .wait_for(&store, newest, Duration::from_secs(60))
+        .await?;
+    // ANCHOR_END: wait_for
+    let rows = read_model(&pool).await?;
     // ANCHOR: shutdown
     let stats = running.shutdown().await?;
     println!(
@@ -259,16 +260,19 @@ async fn read_model(pool: &PgPool) -> Result<BTreeMap<String, Row>, sqlx::Error>
         .collect())
 }
 
-/// What the read model must hold: every account of the stream, replayed in memory.
+/// What the read model must hold: every account of the stream, replayed in memory; and the
+/// newest position replayed.
 async fn replay(
     store: &JetStreamStore,
-) -> Result<BTreeMap<String, Row>, Box<dyn std::error::Error>> {
+) -> Result<(BTreeMap<String, Row>, u64), Box<dyn std::error::Error>> {
     let mut expected: BTreeMap<String, Row> = BTreeMap::new();
     let mut from = 1;
+    let mut newest = 0;
     loop {
         let page = store.read_all(from, 1_000).await?;
         let Some(last) = page.last() else { break };
         from = last.position + 1;
+        newest = last.position;
         for stored in &page {
             if stored.aggregate_type != "account" {
                 continue;
@@ -285,7 +289,7 @@ async fn replay(
             }
         }
     }
-    Ok(expected)
+    Ok((expected, newest))
 }
 
 /// Whether every account of the stream is in the read model exactly as replayed.

@@ -479,3 +479,175 @@ async fn a_scaled_out_projection_rebuilds_every_partition() {
     assert_applied_once_in_order(&pool, &schema.name, PER_AGGREGATE).await;
     assert_eq!(balances(&pool, &schema.name).await, expected);
 }
+
+/// An account for commands: the projection's read model follows it.
+#[derive(Default, Debug)]
+struct Account;
+
+impl jetsource::Aggregate for Account {
+    const TYPE: &'static str = "account";
+    type Event = BalanceEvents;
+
+    fn apply_event(&mut self, _: BalanceEvents) {}
+}
+
+/// Read-your-writes: after a command, `wait_for` its position and the read model has the
+/// command's event, on a projection scaled out over partitions. A second `PgProjection` value
+/// (as another process would build) waits on the durable consumer without running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_after_wait_for_sees_the_command_on_a_scaled_out_projection() {
+    let server = NatsServer::start();
+    let pool = sqlx::PgPool::connect(DATABASE)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432, database test");
+    let schema = Schema::create(&pool, "jetsource_test_projection_read_your_writes").await;
+    let store = JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        StreamConfig::new("BANK", "bank"),
+    )
+    .await
+    .expect("connect");
+    let projection = |pool: &sqlx::PgPool| {
+        let config = SubscriberConfig::new("balances").partitions(4);
+        let balances = Balances {
+            schema: schema.name.clone(),
+        };
+        PgProjection::new(pool.clone(), balances, config).checkpoint_schema(schema.name.clone())
+    };
+    let running_one = projection(&pool);
+    running_one.setup().await.expect("setup");
+    let running = running_one.start(&store).await.expect("start");
+    let elsewhere = projection(&pool);
+    let accounts = jetsource::Repository::<Account, _>::new(store.clone());
+
+    for (n, account) in ["a1", "a2", "a3", "a1", "a4", "a2"].into_iter().enumerate() {
+        let amount = n as i64 + 1;
+        let committed = accounts
+            .execute(account, |_| {
+                Ok::<_, std::convert::Infallible>(vec![BalanceEvents::Deposited(Deposited {
+                    amount,
+                })])
+            })
+            .await
+            .expect("command");
+        assert_eq!(committed.position, n as u64 + 1, "one event per command");
+        let waiter = if n % 2 == 0 { &elsewhere } else { &running_one };
+        waiter
+            .wait_for(&store, committed.position, Duration::from_secs(30))
+            .await
+            .expect("applied");
+        assert_eq!(applied(&pool, &schema.name).await, n as i64 + 1);
+    }
+    running
+        .wait_for(6, Duration::from_secs(30))
+        .await
+        .expect("the handle answers too");
+    assert!(elsewhere.caught_up(&store).await.expect("progress"));
+    assert_eq!(
+        balances(&pool, &schema.name).await,
+        BTreeMap::from([
+            ("a1".to_owned(), 1 + 4),
+            ("a2".to_owned(), 2 + 6),
+            ("a3".to_owned(), 3),
+            ("a4".to_owned(), 5),
+        ])
+    );
+    running.shutdown().await.expect("shutdown");
+}
+
+/// Fails permanently on one amount; applies the rest as [`Balances`] does.
+struct FailsOn {
+    balances: Balances,
+    poison: i64,
+}
+
+impl Projection for FailsOn {
+    type Event = BalanceEvents;
+
+    async fn apply(
+        &self,
+        tx: &mut PgConnection,
+        event: BalanceEvents,
+        ctx: &EventContext,
+    ) -> Result<(), HandlerError> {
+        let BalanceEvents::Deposited(d) = &event;
+        if d.amount == self.poison {
+            return Err(HandlerError::permanent(std::io::Error::other("poison")));
+        }
+        self.balances.apply(tx, event, ctx).await
+    }
+
+    async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        self.balances.reset(tx).await
+    }
+}
+
+/// Events share transactions; one that fails is dead-lettered alone while the others of its
+/// batch are applied, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_event_leaves_the_rest_of_its_batch_applied_once() {
+    const AGGREGATES: i64 = 40;
+    const PER_AGGREGATE: i64 = 5;
+    let server = NatsServer::start();
+    let pool = sqlx::PgPool::connect(DATABASE)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432, database test");
+    let schema = Schema::create(&pool, "jetsource_test_projection_batches").await;
+    // Rows inserted by one transaction share its id.
+    sqlx::query(&format!(
+        "ALTER TABLE {}.applied ADD COLUMN tx BIGINT NOT NULL DEFAULT txid_current()",
+        schema.name
+    ))
+    .execute(&pool)
+    .await
+    .expect("tx column");
+    let store = JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        StreamConfig::new("BANK", "bank"),
+    )
+    .await
+    .expect("connect");
+    let mut expected = seed(&store, AGGREGATES, PER_AGGREGATE).await;
+    let poison = 7 * 1000 + 3;
+    *expected.get_mut("a7").unwrap() -= poison;
+
+    let config = SubscriberConfig::new("balances")
+        .concurrency(32)
+        .backoff([Duration::from_millis(20)]);
+    let fails_on = FailsOn {
+        balances: Balances {
+            schema: schema.name.clone(),
+        },
+        poison,
+    };
+    let projection = PgProjection::new(pool.clone(), fails_on, config)
+        .checkpoint_schema(schema.name.clone())
+        .batching(jetsource::projection::Batching::new(
+            32,
+            Duration::from_millis(20),
+        ));
+    projection.setup().await.expect("setup");
+    let running = projection.start(&store).await.expect("start");
+    running
+        .wait_for((AGGREGATES * PER_AGGREGATE) as u64, Duration::from_secs(60))
+        .await
+        .expect("everything settled");
+    let stats = running.shutdown().await.expect("shutdown");
+    assert_eq!(stats.dead_lettered, 1);
+
+    let total = AGGREGATES * PER_AGGREGATE - 1;
+    assert_eq!(applied(&pool, &schema.name).await, total);
+    let (rows, distinct, transactions): (i64, i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(DISTINCT event_id), count(DISTINCT tx) FROM {}.applied",
+        schema.name
+    ))
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    assert_eq!(rows, distinct, "an event was applied twice");
+    assert!(
+        transactions < rows,
+        "{rows} events in {transactions} transactions: nothing was batched"
+    );
+    assert_eq!(balances(&pool, &schema.name).await, expected);
+}

@@ -8,6 +8,12 @@
 //! racing on the same event changes nothing: the read model sees each event once. The
 //! subscriber's own completion log is not needed and is switched off.
 //!
+//! Events the subscriber's lanes hold at once (one per aggregate) share a transaction: one
+//! statement moves all their checkpoints, then each is applied, then one commit makes them
+//! durable together and the subscriber acks them ([`Batching`], on by default). When one event
+//! fails, the batch rolls back; that event gets its own error, and the others run again at once,
+//! each in a transaction of its own.
+//!
 //! Events published outside aggregates ([`crate::Publisher`]) have no aggregate sequence; their
 //! checkpoint per topic and key is the stream position, which grows the same way.
 //!
@@ -67,16 +73,25 @@
 //! # let _ = running; Ok(()) }
 //! ```
 
-use std::future::Future;
-use std::sync::Arc;
+mod apply;
+mod batch;
+mod checkpoint;
 
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+pub use batch::Batching;
 pub use sqlx;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::event_set::EventSet;
 use crate::subscriber::{
-    self, EventContext, HandlerError, Idempotency, Subscriber, SubscriberConfig, SubscriberError,
-    SubscriberHandle,
+    self, EventContext, HandlerError, Idempotency, JetStreamProgress, SubscriberConfig,
+    SubscriberError, SubscriberHandle, WaitError,
 };
 use crate::JetStreamStore;
 
@@ -173,11 +188,34 @@ impl<P: Projection> Clone for PgProjection<P> {
     }
 }
 
-struct Inner<P> {
+struct Inner<P: Projection> {
     projection: P,
     pool: PgPool,
     config: SubscriberConfig,
     schema: String,
+    batching: Batching,
+    /// The batcher's inbox, started by the first event.
+    jobs: OnceLock<mpsc::Sender<batch::Job<P::Event>>>,
+    /// Events whose batch failed: their next attempts run in transactions of their own.
+    alone: Mutex<HashSet<Uuid>>,
+}
+
+impl<P: Projection> Inner<P> {
+    fn runs_alone(&self, ctx: &EventContext) -> bool {
+        self.alone_events().contains(&ctx.event_id)
+    }
+
+    fn run_alone(&self, ctx: &EventContext) {
+        self.alone_events().insert(ctx.event_id);
+    }
+
+    fn ran_alone(&self, ctx: &EventContext) {
+        self.alone_events().remove(&ctx.event_id);
+    }
+
+    fn alone_events(&self) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
+        self.alone.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 fn check_identifier(what: &str, name: &str) -> Result<(), ProjectionError> {
@@ -207,6 +245,9 @@ impl<P: Projection> PgProjection<P> {
                 pool,
                 config: config.idempotency(Idempotency::Off),
                 schema: "public".into(),
+                batching: Batching::default(),
+                jobs: OnceLock::new(),
+                alone: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -219,6 +260,19 @@ impl<P: Projection> PgProjection<P> {
         Arc::get_mut(&mut self.inner)
             .expect("checkpoint_schema is set before the projection is shared")
             .schema = schema.into();
+        self
+    }
+
+    /// Groups events into transactions as `batching` says ([`Batching::default`]: up to 32
+    /// events, the first waiting at most a millisecond; [`Batching::off`]: one transaction per
+    /// event).
+    ///
+    /// # Panics
+    /// When called after the projection was cloned or started.
+    pub fn batching(mut self, batching: Batching) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("batching is set before the projection is shared")
+            .batching = batching;
         self
     }
 
@@ -282,6 +336,50 @@ impl<P: Projection> PgProjection<P> {
         Ok(row.map(|(s,)| s as u64))
     }
 
+    /// Waits until the projection has applied every event it handles at or before stream
+    /// `position` (from [`Committed::position`](crate::Committed::position)), so a query of
+    /// the read model after a command sees it. It asks the server how far the projection's
+    /// durable consumer got, so any process can wait, whether it runs the projection or not;
+    /// the handle [`PgProjection::start`] returns has the same
+    /// [`wait_for`](SubscriberHandle::wait_for).
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use jetsource::projection::{PgProjection, Projection};
+    /// # async fn run<P: Projection>(store: jetsource::JetStreamStore, projection: PgProjection<P>, committed: jetsource::Committed<()>)
+    /// #     -> Result<(), Box<dyn std::error::Error>> {
+    /// projection.wait_for(&store, committed.position, Duration::from_secs(2)).await?;
+    /// // A query of the read model now sees the command's events.
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for(
+        &self,
+        store: &JetStreamStore,
+        position: u64,
+        timeout: Duration,
+    ) -> Result<(), WaitError> {
+        let progress = self
+            .progress(store)
+            .await
+            .map_err(|source| WaitError::Progress {
+                durable: self.name().to_owned(),
+                source,
+            })?;
+        subscriber::wait_for(&progress, position, timeout).await
+    }
+
+    /// Whether the projection has applied every event it handles up to the newest one in the
+    /// stream now; like [`PgProjection::wait_for`], from any process.
+    pub async fn caught_up(&self, store: &JetStreamStore) -> Result<bool, ProjectionError> {
+        let progress = self.progress(store).await?;
+        Ok(subscriber::caught_up(&progress).await?)
+    }
+
+    async fn progress(&self, store: &JetStreamStore) -> Result<JetStreamProgress, SubscriberError> {
+        let js = async_nats::jetstream::new(store.client().clone());
+        JetStreamProgress::open(&js, &store.config().name, &self.inner.config).await
+    }
+
     /// Forgets everything: deletes the durable consumer (every partition's, when scaled out),
     /// then in one transaction the
     /// checkpoints and (through [`Projection::reset`]) the read model. The next
@@ -302,58 +400,6 @@ impl<P: Projection> PgProjection<P> {
         tx.commit().await?;
         tracing::info!(projection = self.name(), "projection reset for a rebuild");
         Ok(())
-    }
-}
-
-/// What the checkpoint orders by: the aggregate sequence, or the stream position for events
-/// published outside aggregates (sequence 0), which also grows per key.
-fn checkpoint_order(ctx: &EventContext) -> u64 {
-    if ctx.sequence == 0 {
-        ctx.position
-    } else {
-        ctx.sequence
-    }
-}
-
-fn infra(e: sqlx::Error) -> HandlerError {
-    HandlerError::Retryable(Box::new(e))
-}
-
-impl<P: Projection> Subscriber for PgProjection<P> {
-    type Event = P::Event;
-
-    async fn handle(&self, event: P::Event, ctx: &EventContext) -> Result<(), HandlerError> {
-        let mut tx = self.inner.pool.begin().await.map_err(infra)?;
-        // Taking the checkpoint row first serializes concurrent attempts on one aggregate; an
-        // event not past the checkpoint was applied before.
-        let advanced = sqlx::query(&format!(
-            "INSERT INTO {table} AS c (projection, aggregate_type, aggregate_id, sequence, position)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE
-                SET sequence = EXCLUDED.sequence, position = EXCLUDED.position, updated_at = now()
-                WHERE c.sequence < EXCLUDED.sequence",
-            table = self.table()
-        ))
-        .bind(self.name())
-        .bind(&ctx.aggregate_type)
-        .bind(&ctx.aggregate_id)
-        .bind(checkpoint_order(ctx) as i64)
-        .bind(ctx.position as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(infra)?
-        .rows_affected();
-        if advanced == 0 {
-            tracing::debug!(
-                projection = self.name(),
-                event_id = %ctx.event_id,
-                "already applied; skipping"
-            );
-            tx.rollback().await.map_err(infra)?;
-            return Ok(());
-        }
-        self.inner.projection.apply(&mut tx, event, ctx).await?;
-        tx.commit().await.map_err(infra)
     }
 }
 
