@@ -61,11 +61,18 @@ pub enum WaitError {
     },
 }
 
-/// The first pause between two looks at the progress, doubled up to [`LONGEST_PAUSE`]: a
-/// quick handler is seen within a few milliseconds, and a long wait costs at most a few dozen
-/// requests a second.
-const FIRST_PAUSE: Duration = Duration::from_millis(1);
-const LONGEST_PAUSE: Duration = Duration::from_millis(25);
+/// The pauses between two looks at the progress: from 1 ms, doubling up to 25 ms (with jitter,
+/// so many waiters do not ask together), so a quick handler is seen within a few milliseconds
+/// and a long wait costs at most a few dozen requests a second.
+fn pauses() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(1))
+        .with_max_delay(Duration::from_millis(25))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
 
 pub(crate) async fn wait_for(
     progress: &dyn Progress,
@@ -76,7 +83,7 @@ pub(crate) async fn wait_for(
         return Ok(());
     }
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut pause = FIRST_PAUSE;
+    let mut pauses = pauses();
     loop {
         let settled =
             progress
@@ -97,8 +104,8 @@ pub(crate) async fn wait_for(
                 timeout,
             });
         }
+        let pause = pauses.next().unwrap_or(Duration::from_millis(25));
         tokio::time::sleep_until((now + pause).min(deadline)).await;
-        pause = (pause * 2).min(LONGEST_PAUSE);
     }
 }
 
