@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use jetsource::projection::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use jetsource::projection::sqlx::{self, PgPool, QueryBuilder};
+use jetsource::projection::sqlx::{self, AssertSqlSafe, PgPool, QueryBuilder};
 use jetsource::{
     Aggregate, AggregateId, AggregateKey, Apply, Codec, Event, EventSet, EventStore,
     ExpectedVersion, NewEvent, PgStore, Repository,
@@ -235,9 +235,10 @@ async fn setup(schema: &str, pool_size: u32) -> PgPool {
     let admin = PgPool::connect(DATABASE)
         .await
         .expect("PostgreSQL answers on 127.0.0.1:5432 (scripts/start-postgres.sh)");
-    sqlx::raw_sql(&format!(
+    // Safe to assert: schema and table names are the benchmark's own literals.
+    sqlx::raw_sql(AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-    ))
+    )))
     .execute(&admin)
     .await
     .expect("fresh schema");
@@ -275,7 +276,8 @@ async fn setup(schema: &str, pool_size: u32) -> PgPool {
         .expect("raw table");
     if let Ok(file) = std::env::var("POSTGRES_BENCH_SETUP_SQL") {
         let sql = std::fs::read_to_string(&file).expect("POSTGRES_BENCH_SETUP_SQL: a file");
-        sqlx::raw_sql(&sql)
+        // The operator's own file, run as given.
+        sqlx::raw_sql(AssertSqlSafe(sql))
             .execute(&pool)
             .await
             .expect("POSTGRES_BENCH_SETUP_SQL runs");
@@ -285,10 +287,12 @@ async fn setup(schema: &str, pool_size: u32) -> PgPool {
 
 async fn drop_schema(schema: &str) {
     let admin = PgPool::connect(DATABASE).await.expect("connect");
-    sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .expect("drop schema");
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&admin)
+    .await
+    .expect("drop schema");
     admin.close().await;
 }
 
@@ -494,10 +498,10 @@ async fn raw_insert_many(pool: &PgPool, id: &str, first: i64, count: usize) {
 
 /// Every aggregate of the workload holds `events` events numbered 1..=events.
 async fn check_appended(pool: &PgPool, table: &str, prefix: &str, events: usize) {
-    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(&format!(
+    let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT aggregate_id, count(*), min(sequence), max(sequence) FROM {table} \
          WHERE aggregate_type = 'account' AND aggregate_id LIKE $1 || '-%' GROUP BY aggregate_id"
-    ))
+    )))
     .bind(prefix)
     .fetch_all(pool)
     .await
@@ -656,11 +660,11 @@ async fn fill(pool: &PgPool, total: usize) {
     .await
     .expect("copy");
     // One statement each: a multi-statement string runs as one transaction, VACUUM outside any.
-    for table in ["jetsource_events", "raw_events"] {
-        sqlx::raw_sql(&format!("VACUUM ANALYZE {table}"))
-            .execute(pool)
-            .await
-            .expect("vacuum");
+    for sql in [
+        "VACUUM ANALYZE jetsource_events",
+        "VACUUM ANALYZE raw_events",
+    ] {
+        sqlx::raw_sql(sql).execute(pool).await.expect("vacuum");
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use jetsource::postgres::{Relay, RelayConfig};
-use jetsource::projection::sqlx::{self, postgres::PgPoolOptions, PgPool};
+use jetsource::projection::sqlx::{self, postgres::PgPoolOptions, AssertSqlSafe, PgPool};
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::wire::{self, EventHeader};
 use jetsource::{
@@ -91,7 +91,11 @@ async fn fresh_store(schema: &str) -> PgStore {
         format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
         format!("CREATE SCHEMA {schema}"),
     ] {
-        sqlx::query(&sql).execute(&admin).await.unwrap();
+        // Safe to assert: the schema names are the benchmark's own literals.
+        sqlx::query(AssertSqlSafe(sql))
+            .execute(&admin)
+            .await
+            .unwrap();
     }
     let options: sqlx::postgres::PgConnectOptions = DATABASE.parse().unwrap();
     let pool = PgPoolOptions::new()

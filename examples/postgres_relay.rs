@@ -33,10 +33,10 @@ const SCHEMA: &str = "jetsource_example_relay";
 /// A pool on a fresh schema for the example.
 async fn pool(url: &str) -> Result<PgPool, sqlx::Error> {
     let admin = PgPool::connect(url).await?;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+    sqlx::query("DROP SCHEMA IF EXISTS jetsource_example_relay CASCADE")
         .execute(&admin)
         .await?;
-    sqlx::query(&format!("CREATE SCHEMA {SCHEMA}"))
+    sqlx::query("CREATE SCHEMA jetsource_example_relay")
         .execute(&admin)
         .await?;
     let options: PgConnectOptions = url.parse()?;

@@ -174,10 +174,10 @@ async fn connect(url: &str) -> Result<PgPool, sqlx::Error> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options.options([("search_path", SCHEMA)]))
         .await?;
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+    sqlx::query("DROP SCHEMA IF EXISTS jetsource_example_transaction CASCADE")
         .execute(&pool)
         .await?;
-    sqlx::query(&format!("CREATE SCHEMA {SCHEMA}"))
+    sqlx::query("CREATE SCHEMA jetsource_example_transaction")
         .execute(&pool)
         .await?;
     Ok(pool)

@@ -33,24 +33,24 @@ use jetsource::{
 use quickstart::{Account, Deposited, Opened, Withdrawn};
 use sqlx::{PgConnection, PgPool};
 
+/// The read model's schema. The statements spell it out: sqlx takes a `&'static str` as safe
+/// SQL, while a `format!`ted one would need `sqlx::AssertSqlSafe`.
 const SCHEMA: &str = "jetsource_example_read_model";
 
 // ANCHOR: schema
 /// The read model's tables, in a schema of their own (created when missing).
 async fn create_schema(pool: &PgPool) -> Result<(), sqlx::Error> {
     for ddl in [
-        format!("CREATE SCHEMA IF NOT EXISTS {SCHEMA}"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {SCHEMA}.balances (
-                account TEXT PRIMARY KEY,
-                owner TEXT NOT NULL,
-                currency TEXT NOT NULL,
-                balance BIGINT NOT NULL,
-                events BIGINT NOT NULL
-            )"
-        ),
+        "CREATE SCHEMA IF NOT EXISTS jetsource_example_read_model",
+        "CREATE TABLE IF NOT EXISTS jetsource_example_read_model.balances (
+            account TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            currency TEXT NOT NULL,
+            balance BIGINT NOT NULL,
+            events BIGINT NOT NULL
+        )",
     ] {
-        sqlx::query(&ddl).execute(pool).await?;
+        sqlx::query(ddl).execute(pool).await?;
     }
     Ok(())
 }
@@ -83,15 +83,16 @@ impl Projection for Balances {
             BalanceEvents::Withdrawn(w) => (String::new(), String::new(), -amount(w.amount)?),
         };
         // An `opened` sets owner and currency; every event adds its change and counts itself.
-        sqlx::query(&format!(
-            "INSERT INTO {SCHEMA}.balances AS b (account, owner, currency, balance, events)
+        sqlx::query(
+            "INSERT INTO jetsource_example_read_model.balances AS b
+                (account, owner, currency, balance, events)
              VALUES ($1, $2, $3, $4, 1)
              ON CONFLICT (account) DO UPDATE SET
                 owner = CASE WHEN $2 = '' THEN b.owner ELSE $2 END,
                 currency = CASE WHEN $3 = '' THEN b.currency ELSE $3 END,
                 balance = b.balance + $4,
-                events = b.events + 1"
-        ))
+                events = b.events + 1",
+        )
         .bind(&ctx.aggregate_id)
         .bind(owner)
         .bind(currency)
@@ -105,7 +106,7 @@ impl Projection for Balances {
 
     /// Empties the read model for a rebuild, in the transaction that clears the checkpoints.
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!("TRUNCATE {SCHEMA}.balances"))
+        sqlx::query("TRUNCATE jetsource_example_read_model.balances")
             .execute(tx)
             .await
             .map(|_| ())
@@ -241,9 +242,9 @@ struct Row {
 }
 
 async fn read_model(pool: &PgPool) -> Result<BTreeMap<String, Row>, sqlx::Error> {
-    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(&format!(
-        "SELECT account, owner, currency, balance, events FROM {SCHEMA}.balances"
-    ))
+    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT account, owner, currency, balance, events FROM jetsource_example_read_model.balances",
+    )
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -16,7 +16,7 @@ use jetsource::{
     JetStreamConnectOptions, JetStreamStore, NewEvent, StreamConfig,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 
 const DATABASE: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -46,21 +46,22 @@ impl Projection for Balances {
         ctx: &EventContext,
     ) -> Result<(), HandlerError> {
         let BalanceEvents::Deposited(d) = event;
-        sqlx::query(&format!(
+        // Safe to assert: the schema names are the tests' own literals.
+        sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {s}.balances (account, total, events) VALUES ($1, $2, 1)
              ON CONFLICT (account) DO UPDATE
                 SET total = {s}.balances.total + $2, events = {s}.balances.events + 1",
             s = self.schema
-        ))
+        )))
         .bind(&ctx.aggregate_id)
         .bind(d.amount)
         .execute(&mut *tx)
         .await
         .map_err(HandlerError::retryable)?;
-        sqlx::query(&format!(
+        sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {}.applied (event_id, account, sequence) VALUES ($1, $2, $3)",
             self.schema
-        ))
+        )))
         .bind(ctx.event_id.to_string())
         .bind(&ctx.aggregate_id)
         .bind(ctx.sequence as i64)
@@ -71,10 +72,10 @@ impl Projection for Balances {
     }
 
     async fn reset(&self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-        sqlx::query(&format!(
+        sqlx::query(AssertSqlSafe(format!(
             "TRUNCATE {s}.balances, {s}.applied",
             s = self.schema
-        ))
+        )))
         .execute(tx)
         .await
         .map(|_| ())
@@ -89,16 +90,18 @@ struct Schema {
 
 impl Schema {
     async fn create(pool: &sqlx::PgPool, name: &str) -> Schema {
-        sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-            .execute(pool)
-            .await
-            .expect("drop old schema");
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE"
+        )))
+        .execute(pool)
+        .await
+        .expect("drop old schema");
         for ddl in [
             format!("CREATE SCHEMA {name}"),
             format!("CREATE TABLE {name}.balances (account TEXT PRIMARY KEY, total BIGINT NOT NULL, events BIGINT NOT NULL)"),
             format!("CREATE TABLE {name}.applied (n BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL, account TEXT NOT NULL, sequence BIGINT NOT NULL)"),
         ] {
-            sqlx::query(&ddl).execute(pool).await.expect("schema");
+            sqlx::query(AssertSqlSafe(ddl)).execute(pool).await.expect("schema");
         }
         Schema {
             pool: pool.clone(),
@@ -116,7 +119,9 @@ impl Drop for Schema {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map(|rt| rt.block_on(async move { sqlx::query(&sql).execute(&pool).await }))
+                .map(|rt| {
+                    rt.block_on(async move { sqlx::query(AssertSqlSafe(sql)).execute(&pool).await })
+                })
         })
         .join();
     }
@@ -174,10 +179,12 @@ async fn seed(
 }
 
 async fn applied(pool: &sqlx::PgPool, schema: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {schema}.applied"))
-        .fetch_one(pool)
-        .await
-        .expect("count");
+    let (n,): (i64,) = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT count(*) FROM {schema}.applied"
+    )))
+    .fetch_one(pool)
+    .await
+    .expect("count");
     n
 }
 
@@ -193,26 +200,27 @@ async fn wait_applied(pool: &sqlx::PgPool, schema: &str, at_least: i64) {
 }
 
 async fn balances(pool: &sqlx::PgPool, schema: &str) -> BTreeMap<String, i64> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as(&format!("SELECT account, total FROM {schema}.balances"))
-            .fetch_all(pool)
-            .await
-            .expect("balances");
+    let rows: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT account, total FROM {schema}.balances"
+    )))
+    .fetch_all(pool)
+    .await
+    .expect("balances");
     rows.into_iter().collect()
 }
 
 /// No event applied twice, and each account's events applied in sequence order 1..=n.
 async fn assert_applied_once_in_order(pool: &sqlx::PgPool, schema: &str, per_aggregate: i64) {
-    let (rows, distinct): (i64, i64) = sqlx::query_as(&format!(
+    let (rows, distinct): (i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT count(*), count(DISTINCT event_id) FROM {schema}.applied"
-    ))
+    )))
     .fetch_one(pool)
     .await
     .expect("count");
     assert_eq!(rows, distinct, "an event was applied twice");
-    let sequences: Vec<(String, i64)> = sqlx::query_as(&format!(
+    let sequences: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT account, sequence FROM {schema}.applied ORDER BY n"
-    ))
+    )))
     .fetch_all(pool)
     .await
     .expect("applied");
@@ -594,10 +602,10 @@ async fn a_failing_event_leaves_the_rest_of_its_batch_applied_once() {
         .expect("PostgreSQL at 127.0.0.1:5432, database test");
     let schema = Schema::create(&pool, "jetsource_test_projection_batches").await;
     // Rows inserted by one transaction share its id.
-    sqlx::query(&format!(
+    sqlx::query(AssertSqlSafe(format!(
         "ALTER TABLE {}.applied ADD COLUMN tx BIGINT NOT NULL DEFAULT txid_current()",
         schema.name
-    ))
+    )))
     .execute(&pool)
     .await
     .expect("tx column");
@@ -637,10 +645,10 @@ async fn a_failing_event_leaves_the_rest_of_its_batch_applied_once() {
 
     let total = AGGREGATES * PER_AGGREGATE - 1;
     assert_eq!(applied(&pool, &schema.name).await, total);
-    let (rows, distinct, transactions): (i64, i64, i64) = sqlx::query_as(&format!(
+    let (rows, distinct, transactions): (i64, i64, i64) = sqlx::query_as(AssertSqlSafe(format!(
         "SELECT count(*), count(DISTINCT event_id), count(DISTINCT tx) FROM {}.applied",
         schema.name
-    ))
+    )))
     .fetch_one(&pool)
     .await
     .expect("count");

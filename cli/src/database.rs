@@ -57,7 +57,8 @@ pub async fn connect(
         .application_name("jetsource-cli")
         .options([("statement_timeout", timeout.as_millis().max(1))]);
     if let Some(schema) = &args.schema {
-        options = options.options([("search_path", startup_value(&quote_identifier(schema)))]);
+        // sqlx 0.9 escapes the spaces and backslashes of a startup option itself.
+        options = options.options([("search_path", quote_identifier(schema))]);
     }
     let unreachable = |reason: String| CliError::DatabaseConnect {
         url: printable.clone(),
@@ -129,19 +130,6 @@ async fn check_store(
 /// `name` as a quoted SQL identifier: the schema exactly as written, whatever its case.
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `value` fit for the `options` startup parameter, whose words are split at spaces: spaces and
-/// backslashes escaped with a backslash.
-fn startup_value(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars() {
-        if c.is_whitespace() || c == '\\' {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 /// The address of parsed options, with the user and never the password:
@@ -274,10 +262,10 @@ mod tests {
     }
 
     #[test]
-    fn schemas_are_quoted_and_escaped_for_the_startup_options() {
+    fn schemas_are_quoted_with_their_quotes_doubled() {
         assert_eq!(
-            startup_value(&quote_identifier("My \"odd\" schema\\")),
-            "\"My\\ \"\"odd\"\"\\ schema\\\\\""
+            quote_identifier("My \"odd\" schema\\"),
+            "\"My \"\"odd\"\" schema\\\""
         );
     }
 }

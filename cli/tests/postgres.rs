@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::time::{Duration, SystemTime};
 
 use jetsource::projection::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use jetsource::projection::sqlx::{self, Executor, PgPool};
+use jetsource::projection::sqlx::{self, AssertSqlSafe, Executor, PgPool};
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{
     AggregateId, AggregateKey, Codec, EventStore, ExpectedVersion, JetStreamConnectOptions,
@@ -46,7 +46,11 @@ async fn fresh_schema(schema: &str) -> PgPool {
         format!("DROP SCHEMA IF EXISTS {} CASCADE", quoted(schema)),
         format!("CREATE SCHEMA {}", quoted(schema)),
     ] {
-        sqlx::query(&ddl).execute(&admin).await.expect(&ddl);
+        // Safe to assert: `quoted` escapes the schema name as a quoted identifier.
+        sqlx::query(AssertSqlSafe(ddl.as_str()))
+            .execute(&admin)
+            .await
+            .expect(&ddl);
     }
     admin.close().await;
     let set_path = format!("SET search_path TO {}", quoted(schema));
@@ -54,7 +58,12 @@ async fn fresh_schema(schema: &str) -> PgPool {
         .max_connections(4)
         .after_connect(move |connection, _| {
             let set_path = set_path.clone();
-            Box::pin(async move { connection.execute(set_path.as_str()).await.map(|_| ()) })
+            Box::pin(async move {
+                connection
+                    .execute(AssertSqlSafe(set_path))
+                    .await
+                    .map(|_| ())
+            })
         })
         .connect_with(DATABASE.parse::<PgConnectOptions>().unwrap())
         .await

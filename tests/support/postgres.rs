@@ -2,7 +2,7 @@
 //! running at once never see each other's events.
 
 use jetsource::projection::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use jetsource::projection::sqlx::{self, PgPool};
+use jetsource::projection::sqlx::{self, AssertSqlSafe, PgPool};
 use jetsource::{EventStore, JetStreamStore, PgStore, StoredEvent};
 
 /// The machine's PostgreSQL (scripts/start-postgres.sh makes sure it runs).
@@ -14,11 +14,14 @@ pub async fn fresh_schema_pool(schema: &str) -> PgPool {
     let admin = PgPool::connect(DATABASE)
         .await
         .expect("PostgreSQL answers on 127.0.0.1:5432 (scripts/start-postgres.sh)");
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-        .execute(&admin)
-        .await
-        .expect("drop the test schema");
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+    // Safe to assert: the schema names are the tests' own literals.
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .execute(&admin)
+    .await
+    .expect("drop the test schema");
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
         .await
         .expect("create the test schema");

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use sqlx::PgConnection;
+use sqlx::{AssertSqlSafe, PgConnection};
 
 use super::{PgProjection, Projection};
 use crate::subscriber::{EventContext, HandlerError};
@@ -24,6 +24,13 @@ pub(super) fn infra(e: sqlx::Error) -> HandlerError {
 }
 
 impl<P: Projection> PgProjection<P> {
+    /// The checkpoint table, its schema checked, with a refused schema as sqlx's configuration
+    /// error (the statements below answer in sqlx's errors).
+    fn checked_table(&self) -> Result<String, sqlx::Error> {
+        self.table()
+            .map_err(|e| sqlx::Error::Configuration(Box::new(e)))
+    }
+
     /// Moves the checkpoint of the event's aggregate to the event; false when it was there or
     /// beyond already.
     pub(super) async fn advance_checkpoint(
@@ -31,14 +38,15 @@ impl<P: Projection> PgProjection<P> {
         tx: &mut PgConnection,
         ctx: &EventContext,
     ) -> Result<bool, sqlx::Error> {
-        let advanced = sqlx::query(&format!(
+        let table = self.checked_table()?;
+        // Safe to assert: `checked_table` refuses a schema that is not a plain identifier.
+        let advanced = sqlx::query(AssertSqlSafe(format!(
             "INSERT INTO {table} AS c (projection, aggregate_type, aggregate_id, sequence, position)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE
                 SET sequence = EXCLUDED.sequence, position = EXCLUDED.position, updated_at = now()
-                WHERE c.sequence < EXCLUDED.sequence",
-            table = self.table()
-        ))
+                WHERE c.sequence < EXCLUDED.sequence"
+        )))
         .bind(self.name())
         .bind(&ctx.aggregate_type)
         .bind(&ctx.aggregate_id)
@@ -65,7 +73,8 @@ impl<P: Projection> PgProjection<P> {
         let ids: Vec<&str> = rows.iter().map(|c| c.aggregate_id.as_str()).collect();
         let orders: Vec<i64> = rows.iter().map(|c| checkpoint_order(c) as i64).collect();
         let positions: Vec<i64> = rows.iter().map(|c| c.position as i64).collect();
-        let moved: Vec<(String, String)> = sqlx::query_as(&format!(
+        let table = self.checked_table()?;
+        let moved: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
             "INSERT INTO {table} AS c (projection, aggregate_type, aggregate_id, sequence, position)
              SELECT $1, t.aggregate_type, t.aggregate_id, t.sequence, t.position
              FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::bigint[])
@@ -73,9 +82,8 @@ impl<P: Projection> PgProjection<P> {
              ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE
                 SET sequence = EXCLUDED.sequence, position = EXCLUDED.position, updated_at = now()
                 WHERE c.sequence < EXCLUDED.sequence
-             RETURNING c.aggregate_type, c.aggregate_id",
-            table = self.table()
-        ))
+             RETURNING c.aggregate_type, c.aggregate_id"
+        )))
         .bind(self.name())
         .bind(&types)
         .bind(&ids)

@@ -84,7 +84,7 @@ use std::time::Duration;
 
 pub use batch::Batching;
 pub use sqlx;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -286,16 +286,23 @@ impl<P: Projection> PgProjection<P> {
         &self.inner.projection
     }
 
-    fn table(&self) -> String {
-        format!("{}.jetsource_projection_checkpoints", self.inner.schema)
+    /// The checkpoint table's qualified name. The schema is checked on every use (a
+    /// `PgProjection` can run under `subscriber::start` without [`PgProjection::start`]'s
+    /// check): that check is what lets the statements built from the name be [`AssertSqlSafe`].
+    fn table(&self) -> Result<String, ProjectionError> {
+        check_identifier("schema", &self.inner.schema)?;
+        Ok(format!(
+            "{}.jetsource_projection_checkpoints",
+            self.inner.schema
+        ))
     }
 
     /// Creates the checkpoint table if it is missing.
     pub async fn setup(&self) -> Result<(), ProjectionError> {
-        check_identifier("schema", &self.inner.schema)?;
+        let table = self.table()?;
         self.inner.config.validate()?;
-        sqlx::query(&format!(
-            "CREATE TABLE IF NOT EXISTS {} (
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
                 projection TEXT NOT NULL,
                 aggregate_type TEXT NOT NULL,
                 aggregate_id TEXT NOT NULL,
@@ -303,9 +310,8 @@ impl<P: Projection> PgProjection<P> {
                 position BIGINT NOT NULL,
                 updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
                 PRIMARY KEY (projection, aggregate_type, aggregate_id)
-            )",
-            self.table()
-        ))
+            )"
+        )))
         .execute(&self.inner.pool)
         .await?;
         Ok(())
@@ -324,10 +330,10 @@ impl<P: Projection> PgProjection<P> {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Result<Option<u64>, ProjectionError> {
-        let row: Option<(i64,)> = sqlx::query_as(&format!(
-            "SELECT sequence FROM {} WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3",
-            self.table()
-        ))
+        let table = self.table()?;
+        let row: Option<(i64,)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT sequence FROM {table} WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3"
+        )))
         .bind(self.name())
         .bind(aggregate_type)
         .bind(aggregate_id)
@@ -386,13 +392,13 @@ impl<P: Projection> PgProjection<P> {
     /// [`PgProjection::start`] replays the stream from the configured start. Stop the running
     /// projection first.
     pub async fn rebuild(&self, store: &JetStreamStore) -> Result<(), ProjectionError> {
+        let table = self.table()?;
         let js = async_nats::jetstream::new(store.client().clone());
         crate::subscriber::delete_consumers(&js, &store.config().name, &self.inner.config).await?;
         let mut tx = self.inner.pool.begin().await?;
-        sqlx::query(&format!(
-            "DELETE FROM {} WHERE projection = $1",
-            self.table()
-        ))
+        sqlx::query(AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE projection = $1"
+        )))
         .bind(self.name())
         .execute(&mut *tx)
         .await?;

@@ -18,7 +18,7 @@
 
 use sqlx::{PgConnection, Row};
 
-use super::rows::{stored_event, EVENT_COLUMNS};
+use super::rows::{event_columns, stored_event};
 use crate::store::{StoreError, StoredEvent};
 
 /// A snapshot in which no transaction is visible: a new relay publishes every event.
@@ -136,8 +136,10 @@ pub(crate) async fn next_events(
     let Some(window) = &checkpoint.window else {
         return Ok(Vec::new());
     };
-    let rows = sqlx::query(&format!(
-        "SELECT {EVENT_COLUMNS} FROM jetsource_events \
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM jetsource_events \
          WHERE transaction_id >= pg_snapshot_xmin($1::PG_SNAPSHOT) \
            AND NOT pg_visible_in_snapshot(transaction_id, $1::PG_SNAPSHOT) \
            AND pg_visible_in_snapshot(transaction_id, $2::PG_SNAPSHOT) \

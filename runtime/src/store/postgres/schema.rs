@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::SqlSafeStr;
 
 /// The migrations, oldest first: (version, description, SQL). The files live in
 /// `runtime/migrations/postgres/`, so an application that keeps its own migrations can copy them.
@@ -28,13 +29,10 @@ pub fn migrator() -> Migrator {
                 version,
                 Cow::Borrowed(description),
                 MigrationType::Simple,
-                Cow::Borrowed(sql),
+                sql.into_sql_str(),
                 false,
             )
         })
         .collect::<Vec<_>>();
-    Migrator {
-        migrations: Cow::Owned(migrations),
-        ..Migrator::DEFAULT
-    }
+    Migrator::with_migrations(migrations)
 }

@@ -53,25 +53,36 @@ pub struct Backlog {
 /// bound is written out so that PostgreSQL reads them through the `jetsource_events_transaction`
 /// index, from the relay's oldest unfinished transaction on: the cost follows the backlog, not
 /// the size of the table. The visibility tests then filter the rows of that range.
-const UNPUBLISHED: &str = "\
-    SELECT count(*) AS unpublished, min(e.occurred_at_ns) AS oldest_ns \
-    FROM jetsource_events e \
-    WHERE e.transaction_id >= pg_snapshot_xmin(r.published_through) \
-      AND NOT pg_visible_in_snapshot(e.transaction_id, r.published_through) \
-      AND NOT (r.window_to IS NOT NULL \
-               AND pg_visible_in_snapshot(e.transaction_id, r.window_to) \
-               AND e.position <= r.window_position)";
+///
+/// A macro rather than a `const` so that `statuses_query!` can `concat!` it into static SQL.
+macro_rules! unpublished {
+    () => {
+        "SELECT count(*) AS unpublished, min(e.occurred_at_ns) AS oldest_ns \
+         FROM jetsource_events e \
+         WHERE e.transaction_id >= pg_snapshot_xmin(r.published_through) \
+           AND NOT pg_visible_in_snapshot(e.transaction_id, r.published_through) \
+           AND NOT (r.window_to IS NOT NULL \
+                    AND pg_visible_in_snapshot(e.transaction_id, r.window_to) \
+                    AND e.position <= r.window_position)"
+    };
+}
 
 /// The relay rows with their unpublished events; `updated_at` in microseconds since 1970
-/// (sqlx reads `timestamptz` only with a date-time crate).
-fn statuses_query(filter: &str) -> String {
-    format!(
-        "SELECT r.name, r.published, \
-             (extract(epoch FROM r.updated_at) * 1000000)::BIGINT AS updated_at_us, \
-             u.unpublished, u.oldest_ns \
-         FROM jetsource_relays r CROSS JOIN LATERAL ({UNPUBLISHED}) u \
-         {filter} ORDER BY r.name"
-    )
+/// (sqlx reads `timestamptz` only with a date-time crate). `$filter` is a string literal, so
+/// the query stays a `&'static str`, which sqlx takes as safe.
+macro_rules! statuses_query {
+    ($filter:literal) => {
+        concat!(
+            "SELECT r.name, r.published, \
+                 (extract(epoch FROM r.updated_at) * 1000000)::BIGINT AS updated_at_us, \
+                 u.unpublished, u.oldest_ns \
+             FROM jetsource_relays r CROSS JOIN LATERAL (",
+            unpublished!(),
+            ") u ",
+            $filter,
+            " ORDER BY r.name"
+        )
+    };
 }
 
 /// The status of the relay `name`, or `None` when it has no checkpoint row (it never ran, or
@@ -81,7 +92,7 @@ fn statuses_query(filter: &str) -> String {
 /// counts are those of one snapshot. Counting costs a read of the unpublished events' index
 /// entries and rows.
 pub async fn relay_status(pool: &PgPool, name: &str) -> Result<Option<RelayStatus>, sqlx::Error> {
-    let row = sqlx::query(&statuses_query("WHERE r.name = $1"))
+    let row = sqlx::query(statuses_query!("WHERE r.name = $1"))
         .bind(name)
         .fetch_optional(pool)
         .await?;
@@ -92,7 +103,7 @@ pub async fn relay_status(pool: &PgPool, name: &str) -> Result<Option<RelayStatu
 /// The status of every relay that has a checkpoint row, by name; empty when none has one yet
 /// (then every event waits: see [`backlog`]).
 pub async fn relay_statuses(pool: &PgPool) -> Result<Vec<RelayStatus>, sqlx::Error> {
-    let rows = sqlx::query(&statuses_query("")).fetch_all(pool).await?;
+    let rows = sqlx::query(statuses_query!("")).fetch_all(pool).await?;
     let now = SystemTime::now();
     rows.iter().map(|row| status_of(row, now)).collect()
 }
