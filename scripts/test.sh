@@ -34,7 +34,9 @@ LOAD_CURVE=5000 cargo test -p jetsource-tests --bench load_curve
 cargo test -p jetsource-tests --bench peers
 RELAY_BENCH=short cargo test -p jetsource-tests --bench relay
 PM_BENCH=short cargo test -p jetsource-tests --bench process_manager
+MULTI_EVENT_BENCH=short cargo test -p jetsource-tests --bench multi_event
 POSTGRES_BENCH=short cargo test -p jetsource-tests --bench postgres
+PROJECTION_BENCH=short cargo test -p jetsource-tests --bench projection
 # What a user gets with `default-features = false`: the in-memory store and subscribers and the
 # fixtures, without async-nats (unit tests and doc tests).
 cargo test -p jetsource --no-default-features
