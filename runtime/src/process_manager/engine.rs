@@ -130,16 +130,22 @@ impl<P: ProcessManager, S: EventStore, D: Deadlines> Engine<P, S, D> {
         key: AggregateKey,
         arrival: Arrival<P::Event>,
     ) -> Result<(), HandlerError> {
+        use backon::BackoffBuilder;
         let waiting = Instant::now();
-        let mut pause = Duration::from_millis(2);
+        let mut pauses = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(Duration::from_millis(100))
+            .with_jitter()
+            .without_max_times()
+            .build();
         let mut arrival = arrival;
         loop {
             match self.handle_traced(&key, arrival).await? {
                 None => return Ok(()),
                 Some(unstarted) if waiting.elapsed() < self.start_wait => {
                     arrival = unstarted;
+                    let pause = pauses.next().unwrap_or(Duration::from_millis(100));
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
                 }
                 Some(_) => {
                     return Err(HandlerError::retryable(format!(

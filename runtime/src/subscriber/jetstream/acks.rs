@@ -54,12 +54,17 @@ pub(super) async fn ack<S: Subscriber>(shared: &Shared<S>, msg: &Message) {
     let result = match shared.config.ack_mode {
         AckMode::Fast => msg.ack().await,
         AckMode::Confirmed => {
+            use backon::BackoffBuilder;
+            // Three more tries, 200 ms apart give or take jitter.
+            let mut delays = backon::ConstantBuilder::default()
+                .with_delay(Duration::from_millis(200))
+                .with_max_times(3)
+                .with_jitter()
+                .build();
             let mut result = msg.double_ack().await;
-            for _ in 0..3 {
-                if result.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            while result.is_err() {
+                let Some(delay) = delays.next() else { break };
+                tokio::time::sleep(delay).await;
                 result = msg.double_ack().await;
             }
             result

@@ -17,7 +17,7 @@ use super::acks::{acked, nak};
 use super::consumer::{deliver_policy, ensure_consumer, PRIORITY_GROUP};
 use super::dead_letters;
 use super::delivery::{Completion, Delivery, Done, Shared, Source};
-use super::recovery::{hand_back, subscribe_lane};
+use super::recovery::{lane_subject, nak_span, probe, subscribe_lane, Predecessor};
 use super::router::Router;
 use super::worker::worker;
 use crate::error::ErrorChain;
@@ -57,6 +57,9 @@ pub(crate) struct Dispatcher<S: Subscriber> {
     /// This lane's answer to probes for a running lane (see `recovery`); a partition lane
     /// subscribes once it first holds the pin.
     pub(super) liveness: Option<async_nats::Subscriber>,
+    /// A probe found the partition's previous lane gone: its deliveries are handed back at this
+    /// lane's first fresh delivery.
+    pub(super) handback_due: bool,
     /// When a settling gate opens anyway.
     pub(super) settle_by: tokio::time::Instant,
     /// The highest stream sequence received from the events consumer.
@@ -198,6 +201,7 @@ impl<S: Subscriber> Dispatcher<S> {
                 msg = next_message(&mut events_msgs) => match msg {
                     Some(Ok(msg)) => {
                         let pinned = self.note_pin(&msg);
+                        let fresh = fresh_sequence(&msg);
                         if let Some(d) = self.delivery(msg, Source::Events) {
                             if self.gate == Gate::Open {
                                 router.route(d);
@@ -206,7 +210,10 @@ impl<S: Subscriber> Dispatcher<S> {
                             }
                         }
                         if pinned && liveness.is_none() {
-                            liveness = self.take_over(&held, &router).await;
+                            liveness = self.announce(&held, &router).await;
+                        }
+                        if let (true, Some(seq)) = (self.handback_due, fresh) {
+                            self.hand_back_below(seq, &held, &router).await;
                         }
                     }
                     Some(Err(e)) => {
@@ -248,7 +255,10 @@ impl<S: Subscriber> Dispatcher<S> {
                 {
                     if liveness.is_none() && self.pin_ttl.is_some() {
                         if self.pin_free().await {
-                            liveness = self.take_over(&held, &router).await;
+                            liveness = self.announce(&held, &router).await;
+                            if self.handback_due {
+                                self.hand_back_below(u64::MAX, &held, &router).await;
+                            }
                         }
                     } else {
                         self.check_gate(&mut held, &mut router).await;
@@ -424,14 +434,21 @@ impl<S: Subscriber> Dispatcher<S> {
         false
     }
 
-    /// Whether no process holds the partition's pin (a dead owner's lapsed), or this lane does.
-    /// The server pins a process only when it delivers a message, so a lane whose partition
-    /// has nothing new, only a dead owner's deliveries, would otherwise wait for the ack wait.
+    /// Whether no process holds the partition's pin, and this lane never did: a dead owner's
+    /// lapsed. The server pins a process only when it delivers a message, so a lane whose
+    /// partition has nothing new, only a dead owner's deliveries, would otherwise wait for the
+    /// ack wait.
     async fn pin_free(&mut self) -> bool {
+        if self.pin.is_some() {
+            return false;
+        }
         match self.events.info().await {
             Ok(info) => info.priority_groups.iter().all(|group| {
-                let pinned = group.pinned_client_id.as_deref().unwrap_or_default();
-                pinned.is_empty() || Some(pinned) == self.pin.as_deref()
+                group
+                    .pinned_client_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .is_empty()
             }),
             Err(e) => {
                 tracing::debug!(error = %e, "reading the consumer state failed");
@@ -440,37 +457,34 @@ impl<S: Subscriber> Dispatcher<S> {
         }
     }
 
-    /// The partition's pin is this lane's for the first time, or lapsed: if the lane that held it is gone,
-    /// its deliveries come back now instead of after the ack wait. Then this lane announces
-    /// itself, so that a later owner waits for what it holds.
-    async fn take_over(
+    /// The partition came to this lane (its pin, or a lapsed one): if deliveries are pending
+    /// beyond what this lane holds, probes whether the lane that held them is gone (before this
+    /// lane answers probes itself), then announces this lane, so that a later owner waits for
+    /// what it holds.
+    async fn announce(
         &mut self,
         held: &[Delivery],
         router: &Router,
     ) -> Option<async_nats::Subscriber> {
         let client = self.shared.js.client();
         let stream = self.events_stream.cached_info().config.name.clone();
-        let in_hand: HashSet<u64> = held
-            .iter()
-            .map(|d| d.seq)
-            .chain(
-                router
-                    .outstanding
-                    .keys()
-                    .filter(|(source, _)| *source == Source::Events)
-                    .map(|(_, seq)| *seq),
-            )
-            .collect();
-        match self.events.info().await {
-            Ok(info) => {
-                let info = info.clone();
-                match hand_back(&client, &stream, &self.consumer_name, &info, &in_hand).await {
-                    Ok(Some(_)) => self.quick_settle = true,
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %ErrorChain(&e), "handing back failed"),
-                }
+        let elsewhere = match self.events.info().await {
+            Ok(info) => info.num_ack_pending > in_hand(held, router).len(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the consumer state failed");
+                false
             }
-            Err(e) => tracing::debug!(error = %e, "reading the consumer state failed"),
+        };
+        if elsewhere {
+            let predecessor = probe(&client, &lane_subject(&stream, &self.consumer_name)).await;
+            self.handback_due = predecessor == Predecessor::Gone;
+            if !self.handback_due {
+                tracing::info!(
+                    consumer = %self.consumer_name,
+                    ?predecessor,
+                    "unacknowledged deliveries may be in a running lane's hands; waiting for them"
+                );
+            }
         }
         match subscribe_lane(&client, &stream, &self.consumer_name).await {
             Ok(liveness) => Some(liveness),
@@ -478,6 +492,29 @@ impl<S: Subscriber> Dispatcher<S> {
                 tracing::warn!(error = %ErrorChain(&e), "announcing the lane failed");
                 None
             }
+        }
+    }
+
+    /// Hands the gone lane's deliveries back: every pending stream sequence below `below` (this
+    /// lane's first fresh delivery, which the server made after all of them) but those this
+    /// lane holds.
+    async fn hand_back_below(&mut self, below: u64, held: &[Delivery], router: &Router) {
+        self.handback_due = false;
+        let client = self.shared.js.client();
+        let stream = self.events_stream.cached_info().config.name.clone();
+        let info = match self.events.info().await {
+            Ok(info) => info.clone(),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the consumer state failed");
+                return;
+            }
+        };
+        let in_hand = in_hand(held, router);
+        let upto = below.saturating_sub(1);
+        match nak_span(&client, &stream, &self.consumer_name, &info, upto, &in_hand).await {
+            Ok(Some(_)) => self.quick_settle = true,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %ErrorChain(&e), "handing back failed"),
         }
     }
 
@@ -532,6 +569,26 @@ impl<S: Subscriber> Dispatcher<S> {
             verify,
         })
     }
+}
+
+/// The stream sequences of events this lane received and has not settled.
+fn in_hand(held: &[Delivery], router: &Router) -> HashSet<u64> {
+    held.iter()
+        .map(|d| d.seq)
+        .chain(
+            router
+                .outstanding
+                .keys()
+                .filter(|(source, _)| *source == Source::Events)
+                .map(|(_, seq)| *seq),
+        )
+        .collect()
+}
+
+/// The stream sequence of a message delivered for the first time.
+fn fresh_sequence(msg: &Message) -> Option<u64> {
+    let info = msg.info().ok()?;
+    (info.delivered <= 1).then_some(info.stream_sequence)
 }
 
 /// The original subject and position of a message the partition stream sourced, from the

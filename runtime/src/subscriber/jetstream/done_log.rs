@@ -257,6 +257,14 @@ async fn store_round(
     payload: bytes::Bytes,
     mut stopping: watch::Receiver<bool>,
 ) -> bool {
+    use backon::BackoffBuilder;
+    // Until the server takes it: from 100 ms, doubling, jittered, at most 2 s apart.
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build();
     let mut attempt = 0u32;
     loop {
         let result = match js.publish(subject.clone(), payload.clone()).await {
@@ -271,7 +279,7 @@ async fn store_round(
                 if *stopping.borrow() {
                     return false;
                 }
-                let delay = Duration::from_millis(100 * u64::from(attempt.min(20)));
+                let delay = delays.next().unwrap_or(Duration::from_secs(2));
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stopping.wait_for(|s| *s) => {}

@@ -1,7 +1,6 @@
 //! A lane: one durable consumer (the whole event stream, or one partition) with its redrive
 //! consumer, completion log and gate, ready for a dispatcher to run.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -146,15 +145,9 @@ pub(crate) async fn open_lane<S: Subscriber>(
     // that, another process may own the partition.
     let (handed_back, liveness) = if pin_ttl.is_none() {
         let handed_back = gate == Gate::Settling
-            && hand_back(
-                &client,
-                &stream_name,
-                &consumer_name,
-                &info,
-                &HashSet::new(),
-            )
-            .await?
-            .is_some();
+            && hand_back(&client, &stream_name, &consumer_name, &info)
+                .await?
+                .is_some();
         (
             handed_back,
             Some(subscribe_lane(&client, &stream_name, &consumer_name).await?),
@@ -186,6 +179,7 @@ pub(crate) async fn open_lane<S: Subscriber>(
         gate,
         quick_settle: handed_back,
         liveness,
+        handback_due: false,
         high_water: info.delivered.stream_sequence,
         last_delivery: info.delivered.consumer_sequence,
         shared_durable: false,

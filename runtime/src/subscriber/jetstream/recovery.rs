@@ -9,10 +9,14 @@
 //! gone without closing its connection, a user not allowed the subject), leaves them to the
 //! ack wait as before, so a live lane never sees its messages taken while its handlers run.
 //!
-//! Handing back is a `nak` for every stream sequence between the consumer's ack floor and its
-//! last delivery: the server skips sequences that are not pending, and queues the pending ones
-//! for redelivery in the order the naks arrive (stream order), exactly as if their ack wait had
-//! expired now. Delivery counts are kept, so the redeliveries are checked against the
+//! Handing back is a `nak` for every stream sequence between the consumer's ack floor and the
+//! last delivery made before this lane received anything: the server skips sequences that are
+//! not pending, and queues the pending ones for redelivery in the order the naks arrive (stream
+//! order), exactly as if their ack wait had expired now. Sequences this lane received are never
+//! included: a nak of a delivery the lane holds would have it delivered twice. (A partition lane
+//! probes when it receives the pin and hands back at its first fresh delivery, bounding the span
+//! below that delivery's sequence: deliveries it received before are redeliveries it holds, and
+//! any the server sends after it are newer.) Delivery counts are kept, so the redeliveries are checked against the
 //! completion log; acknowledged messages are not delivered again. (The consumer reset API of
 //! nats-server 2.14 would redeliver everything after the ack floor, acknowledged or not, and
 //! restart the delivery sequence the dispatcher watches for gaps.)
@@ -127,17 +131,17 @@ fn nak_subjects(
     )
 }
 
-/// Hands the deliveries of a lane that is gone back to the server for immediate redelivery.
-/// Returns how many sequences were nak'ed, or `None` when nothing was done (a lane may still
-/// run, nothing is pending elsewhere, or the span is too wide).
+/// Hands the deliveries of a lane that is gone back to the server for immediate redelivery:
+/// for a lane that has received nothing yet. Returns how many sequences were nak'ed, or `None`
+/// when nothing was done (a lane may still run, nothing is pending elsewhere, or the span is
+/// too wide).
 pub(super) async fn hand_back(
     client: &Client,
     stream: &str,
     consumer: &str,
     info: &Info,
-    in_hand: &HashSet<u64>,
 ) -> Result<Option<usize>, SubscriberError> {
-    if info.num_ack_pending <= in_hand.len() {
+    if info.num_ack_pending == 0 {
         return Ok(None);
     }
     let predecessor = probe(client, &lane_subject(stream, consumer)).await;
@@ -150,7 +154,23 @@ pub(super) async fn hand_back(
         );
         return Ok(None);
     }
-    let Some(subjects) = nak_subjects(stream, consumer, Span::of(info), in_hand) else {
+    let upto = info.delivered.stream_sequence;
+    nak_span(client, stream, consumer, info, upto, &HashSet::new()).await
+}
+
+/// Naks every stream sequence after the ack floor up to `upto` but those `in_hand`, once a
+/// probe found the lane that held them gone.
+pub(super) async fn nak_span(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+    info: &Info,
+    upto: u64,
+    in_hand: &HashSet<u64>,
+) -> Result<Option<usize>, SubscriberError> {
+    let mut span = Span::of(info);
+    span.last = span.last.min(upto);
+    let Some(subjects) = nak_subjects(stream, consumer, span, in_hand) else {
         tracing::warn!(
             consumer,
             floor = info.ack_floor.stream_sequence,
