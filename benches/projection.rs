@@ -89,6 +89,7 @@ struct Sizes {
     rounds: usize,
     events: usize,
     batch: usize,
+    concurrency: usize,
 }
 
 fn number(name: &str, default: usize) -> usize {
@@ -109,6 +110,7 @@ impl Sizes {
             rounds: number("PROJECTION_BENCH_ROUNDS", if full { 3 } else { 1 }),
             events: number("PROJECTION_BENCH_EVENTS", if full { 20_000 } else { 400 }),
             batch: number("PROJECTION_BENCH_BATCH", 32).max(1),
+            concurrency: number("PROJECTION_BENCH_CONCURRENCY", 0),
         }
     }
 }
@@ -205,7 +207,10 @@ async fn projection_round(
     last: u64,
     events: usize,
 ) -> f64 {
-    let config = SubscriberConfig::new("bench_rows").concurrency(concurrency);
+    let mut config = SubscriberConfig::new("bench_rows");
+    if concurrency > 0 {
+        config = config.concurrency(concurrency);
+    }
     let projection = PgProjection::new(pool.clone(), Rows, config)
         .checkpoint_schema(SCHEMA)
         .batching(batching);
@@ -280,9 +285,11 @@ async fn main() {
     let (mut batched, mut alone, mut raw) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..sizes.rounds {
         let batching = Batching::new(sizes.batch, Duration::from_millis(1));
-        batched.push(projection_round(&store, &pool, batching, sizes.batch, last, events).await);
+        let concurrency = sizes.concurrency;
+        batched.push(projection_round(&store, &pool, batching, concurrency, last, events).await);
         raw.push(raw_round(&pool, &rows, sizes.batch).await);
-        alone.push(projection_round(&store, &pool, Batching::off(), sizes.batch, last, events).await);
+        let off = Batching::off();
+        alone.push(projection_round(&store, &pool, off, concurrency, last, events).await);
     }
     let raw = median(raw);
     for (what, per_second) in [

@@ -32,9 +32,9 @@ use crate::subscriber::{EventContext, HandlerError};
 #[non_exhaustive]
 pub struct Batching {
     /// The most events in one transaction; 1 applies every event in a transaction of its own.
-    /// A batch holds at most one event per aggregate and at most as many events as the
-    /// subscriber runs at once ([`SubscriberConfig::concurrency`](crate::subscriber::SubscriberConfig::concurrency)
-    /// per lane), so raise that too.
+    /// A batch holds at most one event per aggregate. [`PgProjection::start`] raises the
+    /// subscriber's [`concurrency`](crate::subscriber::SubscriberConfig::concurrency) to at
+    /// least twice this, so the next batch fills while one commits.
     pub max_events: usize,
     /// The longest the first event of a batch waits for more before the batch is applied.
     /// Events that arrive while a batch commits form the next one without waiting.

@@ -317,10 +317,17 @@ impl<P: Projection> PgProjection<P> {
         Ok(())
     }
 
-    /// Starts consuming (call [`PgProjection::setup`] once first).
+    /// Starts consuming (call [`PgProjection::setup`] once first). With batching on, the
+    /// subscriber's [`concurrency`](SubscriberConfig::concurrency) is raised to at least twice
+    /// the batch size, so the next batch fills while one commits.
     pub async fn start(&self, store: &JetStreamStore) -> Result<SubscriberHandle, ProjectionError> {
         check_identifier("schema", &self.inner.schema)?;
-        let config = self.inner.config.clone();
+        let mut config = self.inner.config.clone();
+        let batch = self.inner.batching.max_events;
+        if batch > 1 {
+            // Two batches' worth in flight: the next one fills while one commits.
+            config.concurrency = config.concurrency.max(2 * batch);
+        }
         Ok(subscriber::start(store, self.clone(), config).await?)
     }
 
