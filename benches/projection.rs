@@ -184,10 +184,11 @@ async fn reset_schema(pool: &PgPool) {
 
 /// Every row exactly once (the primary key refuses a second one).
 async fn assert_rows(pool: &PgPool, expected: usize, what: &str) {
-    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM jetsource_bench_projection.deposits")
-        .fetch_one(pool)
-        .await
-        .expect("count");
+    let (rows,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM jetsource_bench_projection.deposits")
+            .fetch_one(pool)
+            .await
+            .expect("count");
     assert_eq!(rows as usize, expected, "{what}: rows written");
 }
 
@@ -301,7 +302,10 @@ async fn main() {
             per_second / raw
         );
     }
-    println!("  {:<38} {raw:>9.0} events/s", "raw sqlx, same rows and batches");
+    println!(
+        "  {:<38} {raw:>9.0} events/s",
+        "raw sqlx, same rows and batches"
+    );
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"
     )))
