@@ -96,7 +96,7 @@ impl SubscriberHandle {
     /// Waits until the subscriber has settled (handled, skipped or dead-lettered) every event
     /// it receives at or before stream `position`: read-your-writes after a command, with the
     /// position from [`Committed::position`](crate::Committed::position) or a
-    /// [`PublishReceipt`](crate::PublishReceipt). Position 0 returns at once. Events another
+    /// `PublishReceipt` (JetStream). Position 0 returns at once. Events another
     /// process of the same durable (or partition group) handled count too: the answer comes
     /// from the durable consumer's state, not from this process.
     ///
