@@ -27,7 +27,6 @@ mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +41,7 @@ use support::fulfilment::domain::{
     StockEvent,
 };
 use support::fulfilment::Shop;
+use support::workers::TestProcess;
 
 const URLS_VAR: &str = "JETSOURCE_PM_CHILD_URLS";
 const REPLICAS_VAR: &str = "JETSOURCE_PM_CHILD_REPLICAS";
@@ -132,41 +132,14 @@ async fn process_manager_process() {
 }
 
 /// A process-manager process, SIGKILLed when dropped (also when the test fails).
-struct PmProcess(Child);
-
-impl PmProcess {
-    fn spawn(urls: &[String], replicas: usize) -> PmProcess {
-        let child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "process_manager_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(URLS_VAR, urls.join(","))
-            .env(REPLICAS_VAR, replicas.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start the process-manager process");
-        PmProcess(child)
-    }
-
-    /// SIGKILLs it; panics if it had already died (its panic went to stderr).
-    fn kill(mut self) {
-        if let Ok(Some(status)) = self.0.try_wait() {
-            panic!("the process-manager process exited by itself: {status}");
-        }
-        self.0.kill().expect("SIGKILL the process manager");
-        self.0.wait().expect("reap the process manager");
-    }
-}
-
-impl Drop for PmProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn spawn_process(urls: &[String], replicas: usize) -> TestProcess {
+    TestProcess::spawn(
+        "process_manager_process",
+        [
+            (URLS_VAR, urls.join(",")),
+            (REPLICAS_VAR, replicas.to_string()),
+        ],
+    )
 }
 
 /// A small seeded generator (xorshift64*): the plan and the kill times follow from the seed.
@@ -470,7 +443,7 @@ async fn crash_run(mut servers: Servers, instances: usize, kills: usize) {
     let server_moment = rng.below(moments.len() as u64) as usize;
 
     let mut timeline = Timeline::default();
-    let mut process = PmProcess::spawn(&urls, replicas);
+    let mut process = spawn_process(&urls, replicas);
     let mut up_since = SystemTime::now();
     let started = Instant::now();
     let placer = tokio::spawn({
@@ -503,7 +476,7 @@ async fn crash_run(mut servers: Servers, instances: usize, kills: usize) {
             process.kill();
             timeline.up.push((up_since, SystemTime::now()));
             notes.push(format!("{at:.1?}: process SIGKILLed"));
-            process = PmProcess::spawn(&urls, replicas);
+            process = spawn_process(&urls, replicas);
             up_since = SystemTime::now();
         }
     }

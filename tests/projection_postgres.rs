@@ -4,8 +4,9 @@
 //! The process-kill test runs the projection in child processes (this test binary again, running
 //! the ignored `projection_worker`) and kills them with SIGKILL.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use jetsource::projection::{sqlx, PgProjection, Projection};
@@ -17,6 +18,7 @@ use jetsource::{
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, PgConnection};
+use support::workers::TestProcess;
 
 const DATABASE: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -367,29 +369,13 @@ fn projection_worker() {
     });
 }
 
-/// A projection process, killed with SIGKILL when dropped.
-struct Worker(Child);
-
-impl Worker {
-    fn spawn(url: &str, schema: &str) -> Self {
-        let exe = std::env::current_exe().expect("test binary path");
-        let child = Command::new(exe)
-            .args(["--exact", "projection_worker", "--ignored", "--nocapture"])
-            .env(WORKER_URL, url)
-            .env(WORKER_SCHEMA, schema)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn the projection process");
-        Worker(child)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        // SIGKILL: no shutdown code runs in the child, nothing is acked on the way out.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A projection process, killed with SIGKILL when dropped: no shutdown code runs in the
+/// child, nothing is acked on the way out.
+fn spawn_worker(url: &str, schema: &str) -> TestProcess {
+    TestProcess::spawn(
+        "projection_worker",
+        [(WORKER_URL, url), (WORKER_SCHEMA, schema)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -416,14 +402,14 @@ async fn a_projection_process_killed_three_times_and_a_server_kill_lose_nothing(
 
     let mut kills = Vec::new();
     for round in 1..=3 {
-        let worker = Worker::spawn(&server.url(), &schema.name);
+        let worker = spawn_worker(&server.url(), &schema.name);
         wait_applied(&pool, &schema.name, TOTAL * round / 5).await;
         drop(worker);
         kills.push(applied(&pool, &schema.name).await);
     }
     // The server dies too (SIGKILL, restarted on the same store) while a fourth process
     // consumes; the process reconnects and goes on.
-    let worker = Worker::spawn(&server.url(), &schema.name);
+    let worker = spawn_worker(&server.url(), &schema.name);
     wait_applied(&pool, &schema.name, TOTAL * 4 / 5).await;
     server.restart();
     kills.push(applied(&pool, &schema.name).await);

@@ -211,10 +211,12 @@ pub struct StreamArgs {
     pub prefix: Option<String>,
 }
 
-/// `quarantine`: one event of one aggregate, and the audit trail.
+/// Which aggregate, in which store: the stream --stream, or without it the PostgreSQL event
+/// store of --database (`events`, `quarantine`).
 #[derive(Debug, Args)]
-pub struct QuarantineArgs {
-    /// The event stream to write to; without it, the PostgreSQL event store of --database.
+pub struct AggregateArgs {
+    /// The event stream; without it, the PostgreSQL event store of --database.
+    // Each command words this help itself (`mut_arg`): one reads the stream, one writes to it.
     #[arg(long)]
     pub stream: Option<String>,
     /// The stream's subject prefix (with --stream); by default the `<prefix>` of its one
@@ -225,6 +227,17 @@ pub struct QuarantineArgs {
     pub aggregate_type: String,
     /// The aggregate id.
     pub aggregate_id: String,
+}
+
+/// `quarantine`: one event of one aggregate, and the audit trail.
+#[derive(Debug, Args)]
+#[command(mut_arg("stream", |arg| arg.help(
+    "The event stream to write to; without it, the PostgreSQL event store of --database"
+)))]
+pub struct QuarantineArgs {
+    /// The aggregate and its store.
+    #[command(flatten)]
+    pub aggregate: AggregateArgs,
     /// The event's sequence in the aggregate: the N of `version N:` in the `events` listing.
     #[arg(value_parser = clap::value_parser!(u64).range(1..))]
     pub sequence: u64,
@@ -244,18 +257,13 @@ pub struct QuarantineArgs {
 
 /// `events`: one aggregate's history.
 #[derive(Debug, Args)]
+#[command(mut_arg("stream", |arg| arg.help(
+    "The event stream to read; without it, the PostgreSQL event store of --database"
+)))]
 pub struct EventsArgs {
-    /// The event stream to read; without it, the PostgreSQL event store of --database.
-    #[arg(long)]
-    pub stream: Option<String>,
-    /// The stream's subject prefix (with --stream); by default the `<prefix>` of its one
-    /// `<prefix>.>` subject.
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// The aggregate type name (`Aggregate::TYPE`, e.g. `account`).
-    pub aggregate_type: String,
-    /// The aggregate id.
-    pub aggregate_id: String,
+    /// The aggregate and its store.
+    #[command(flatten)]
+    pub aggregate: AggregateArgs,
     /// Start at this aggregate version.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub from_version: u64,

@@ -1,11 +1,12 @@
 //! Helpers shared by the store and subscriber tests: events to append, JetStream stores on a
 //! harness server, and a log of what a test subscriber handled; [`subscriber`] has what the
-//! subscriber tests of every backend share.
+//! subscriber tests of every backend share, [`workers`] the tests that kill processes.
 #![allow(dead_code)]
 
 pub mod fulfilment;
 pub mod postgres;
 pub mod subscriber;
+pub mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;

@@ -5,10 +5,10 @@ use std::io::Write;
 
 use jetsource::{AggregateKey, EventStore, StoredEvent};
 
-use super::Session;
-use crate::args::{EventsArgs, StreamArgs};
+use super::{key, stream_args, Session};
+use crate::args::EventsArgs;
 use crate::database::Database;
-use crate::error::{check_aggregate, CliError};
+use crate::error::CliError;
 use crate::protobuf::ProtobufTypes;
 use crate::render::EventView;
 use crate::store::open_existing;
@@ -21,11 +21,8 @@ pub async fn run(
     types: Option<&ProtobufTypes>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let key = key(args)?;
-    let stream = StreamArgs {
-        stream: args.stream.clone().unwrap_or_default(),
-        prefix: args.prefix.clone(),
-    };
+    let key = key(&args.aggregate)?;
+    let stream = stream_args(&args.aggregate);
     let store = open_existing(session.client.clone(), &stream, session.request_timeout).await?;
     let events = load(&store, &key, args.from_version).await?;
     print(
@@ -44,19 +41,9 @@ pub async fn from_database(
     types: Option<&ProtobufTypes>,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let key = key(args)?;
+    let key = key(&args.aggregate)?;
     let events = load(&database.store, &key, args.from_version).await?;
     print(&database.place(), &key, &events, types, out)
-}
-
-/// The aggregate's key.
-fn key(args: &EventsArgs) -> Result<AggregateKey, CliError> {
-    // Checked before connecting too (`check_arguments`); here the id is made.
-    let id = check_aggregate("id", &args.aggregate_id)?;
-    // `AggregateKey` takes the type as `&'static str` (in code it is a compile-time name).
-    // This process loads one aggregate and exits, so leaking this one string costs nothing.
-    let aggregate_type: &'static str = Box::leak(args.aggregate_type.clone().into_boxed_str());
-    Ok(AggregateKey::new(aggregate_type, id))
 }
 
 async fn load(

@@ -14,7 +14,12 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use crate::args::{Cli, Command, DatabaseArgs, DeadLettersCommand, StreamConfigCommand};
+use jetsource::AggregateKey;
+
+use crate::args::{
+    AggregateArgs, Cli, Command, DatabaseArgs, DeadLettersCommand, EventsArgs, QuarantineArgs,
+    StreamArgs, StreamConfigCommand,
+};
 use crate::connect;
 use crate::database::{self, Database};
 use crate::error::{check_aggregate, check_prefix, CliError};
@@ -81,12 +86,11 @@ fn reads_database(
     match command {
         Command::RelayStatus(_) => Ok(Some("relay-status")),
         Command::Events(args) => {
-            let source = Source::of("events", ["read", "reads"], &args.stream, &args.prefix);
+            let source = Source::of("events", ["read", "reads"], &args.aggregate);
             Ok(source.is_database(database)?.then_some("events"))
         }
         Command::Quarantine(args) => {
-            let verb = ["write to", "writes to"];
-            let source = Source::of("quarantine", verb, &args.stream, &args.prefix);
+            let source = Source::of("quarantine", ["write to", "writes to"], &args.aggregate);
             Ok(source.is_database(database)?.then_some("quarantine"))
         }
         _ => Ok(None),
@@ -103,17 +107,12 @@ struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    fn of(
-        command: &'static str,
-        verb: [&'static str; 2],
-        stream: &'a Option<String>,
-        prefix: &'a Option<String>,
-    ) -> Self {
+    fn of(command: &'static str, verb: [&'static str; 2], aggregate: &'a AggregateArgs) -> Self {
         Source {
             command,
             verb,
-            stream,
-            prefix,
+            stream: &aggregate.stream,
+            prefix: &aggregate.prefix,
         }
     }
 
@@ -163,15 +162,11 @@ async fn dispatch_database(
 /// a message that names it, without waiting for a server.
 fn check_arguments(command: &Command) -> Result<(), CliError> {
     let prefix = match command {
-        Command::Events(args) => {
-            check_aggregate("type", &args.aggregate_type)?;
-            check_aggregate("id", &args.aggregate_id)?;
-            args.prefix.as_deref()
-        }
-        Command::Quarantine(args) => {
-            check_aggregate("type", &args.aggregate_type)?;
-            check_aggregate("id", &args.aggregate_id)?;
-            args.prefix.as_deref()
+        Command::Events(EventsArgs { aggregate, .. })
+        | Command::Quarantine(QuarantineArgs { aggregate, .. }) => {
+            check_aggregate("type", &aggregate.aggregate_type)?;
+            check_aggregate("id", &aggregate.aggregate_id)?;
+            aggregate.prefix.as_deref()
         }
         Command::DeadLetters(DeadLettersCommand::List(args)) => {
             args.target.stream.prefix.as_deref()
@@ -191,6 +186,24 @@ fn check_arguments(command: &Command) -> Result<(), CliError> {
         Command::Streams | Command::StreamConfig(_) | Command::RelayStatus(_) => None,
     };
     prefix.map_or(Ok(()), check_prefix)
+}
+
+/// The aggregate's key.
+fn key(aggregate: &AggregateArgs) -> Result<AggregateKey, CliError> {
+    // Checked before connecting too (`check_arguments`); here the id is made.
+    let id = check_aggregate("id", &aggregate.aggregate_id)?;
+    // `AggregateKey` takes the type as `&'static str` (in code it is a compile-time name).
+    // This process works on one aggregate and exits, so leaking this one string costs nothing.
+    let aggregate_type: &'static str = Box::leak(aggregate.aggregate_type.clone().into_boxed_str());
+    Ok(AggregateKey::new(aggregate_type, id))
+}
+
+/// The stream flags of a command that [`reads_database`] found to work on a stream.
+fn stream_args(aggregate: &AggregateArgs) -> StreamArgs {
+    StreamArgs {
+        stream: aggregate.stream.clone().unwrap_or_default(),
+        prefix: aggregate.prefix.clone(),
+    }
 }
 
 async fn dispatch(

@@ -6,10 +6,10 @@ use std::io::Write;
 use jetsource::quarantine::{quarantine, Quarantine, QuarantineError, Quarantined};
 use jetsource::{AggregateKey, EventStore};
 
-use super::Session;
-use crate::args::{QuarantineArgs, StreamArgs};
+use super::{key, stream_args, Session};
+use crate::args::QuarantineArgs;
 use crate::database::Database;
-use crate::error::{check_aggregate, CliError};
+use crate::error::CliError;
 use crate::render::time;
 use crate::store::open_existing;
 
@@ -19,11 +19,8 @@ pub async fn run(
     args: &QuarantineArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let key = key(args)?;
-    let stream = StreamArgs {
-        stream: args.stream.clone().unwrap_or_default(),
-        prefix: args.prefix.clone(),
-    };
+    let key = key(&args.aggregate)?;
+    let stream = stream_args(&args.aggregate);
     let store = open_existing(session.client.clone(), &stream, session.request_timeout).await?;
     let place = format!("stream {}", store.config().name);
     apply(&store, &place, &key, args, out).await
@@ -35,15 +32,8 @@ pub async fn from_database(
     args: &QuarantineArgs,
     out: &mut impl Write,
 ) -> Result<(), CliError> {
-    let key = key(args)?;
+    let key = key(&args.aggregate)?;
     apply(&database.store, &database.place(), &key, args, out).await
-}
-
-fn key(args: &QuarantineArgs) -> Result<AggregateKey, CliError> {
-    let id = check_aggregate("id", &args.aggregate_id)?;
-    // As in `events`: the type is a compile-time name in code; this process exits soon.
-    let aggregate_type: &'static str = Box::leak(args.aggregate_type.clone().into_boxed_str());
-    Ok(AggregateKey::new(aggregate_type, id))
 }
 
 async fn apply(
@@ -104,6 +94,14 @@ fn report(
 fn refused(error: QuarantineError, key: &AggregateKey, place: &str) -> CliError {
     let aggregate = key.to_string();
     let place = place.to_owned();
+    // The event at the sequence is another than the one named (`what`: by name or by id).
+    let mismatch = |sequence, what, expected, found| CliError::EventMismatch {
+        aggregate: aggregate.clone(),
+        sequence,
+        what,
+        expected,
+        found,
+    };
     match error {
         QuarantineError::NoSuchEvent { version: 0, .. } => {
             CliError::UnknownAggregate { aggregate, place }
@@ -121,25 +119,13 @@ fn refused(error: QuarantineError, key: &AggregateKey, place: &str) -> CliError 
             expected,
             found,
             ..
-        } => CliError::EventMismatch {
-            aggregate,
-            sequence,
-            what: "is",
-            expected,
-            found,
-        },
+        } => mismatch(sequence, "is", expected, found),
         QuarantineError::IdMismatch {
             sequence,
             expected,
             found,
             ..
-        } => CliError::EventMismatch {
-            aggregate,
-            sequence,
-            what: "has id",
-            expected: expected.to_string(),
-            found: found.to_string(),
-        },
+        } => mismatch(sequence, "has id", expected.to_string(), found.to_string()),
         QuarantineError::IsRecord { sequence, .. } => CliError::IsQuarantineRecord {
             aggregate,
             sequence,
