@@ -10,7 +10,7 @@ use std::time::Duration;
 use jetsource::testing::nats_server::NatsCluster;
 use jetsource::{
     Aggregate, Apply, Event, EventSet, EventStore, ExpectedVersion, JetStreamConnectOptions,
-    JetStreamStore, Repository, StoreError,
+    JetStreamError, JetStreamStore, Repository, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use support::{events, key};
@@ -39,19 +39,37 @@ impl Apply<Incremented> for Counter {
 }
 
 // ANCHOR: r3
-/// A store connected to one server of the cluster (with the others as fallbacks), whose
-/// requests time out after `timeout`.
-async fn store_on(cluster: &NatsCluster, first: usize, timeout: Duration) -> JetStreamStore {
-    let mut urls = cluster.urls();
-    urls.rotate_left(first);
+/// Connects to one server of the cluster (with the others as fallbacks); requests time out
+/// after `timeout`. The stream has three replicas.
+async fn connect_on(
+    urls: Vec<String>,
+    timeout: Duration,
+) -> Result<JetStreamStore, JetStreamError> {
     JetStreamStore::connect(
         JetStreamConnectOptions::new(urls).request_timeout(timeout),
         support::config("CLUSTERED").replicas(3),
     )
     .await
-    .expect("connect to the cluster")
 }
 // ANCHOR_END: r3
+
+/// A store on server `first` of the cluster. A lookup through another node right after the
+/// stream was created may time out while the stream's replicas settle (seen on a loaded 2-core
+/// machine): connecting is tried again, up to a minute.
+async fn store_on(cluster: &NatsCluster, first: usize, timeout: Duration) -> JetStreamStore {
+    let mut urls = cluster.urls();
+    urls.rotate_left(first);
+    let started = std::time::Instant::now();
+    loop {
+        match connect_on(urls.clone(), timeout).await {
+            Ok(store) => return store,
+            Err(e) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("connecting to the cluster through n{first} failed, again: {e}");
+            }
+            Err(e) => panic!("connect to the cluster: {e:?}"),
+        }
+    }
+}
 
 /// Waits until `store` can read the new stream through the server it is connected to (the
 /// replicas' responders appear on the other nodes a moment after the stream is created).
