@@ -474,6 +474,22 @@ async fn a_scaled_out_projection_rebuilds_every_partition() {
     assert_eq!(balances(&pool, &schema.name).await, expected);
 }
 
+async fn pool() -> sqlx::PgPool {
+    sqlx::PgPool::connect(DATABASE)
+        .await
+        .expect("PostgreSQL at 127.0.0.1:5432, database test")
+}
+
+/// The `BANK` stream on `server`.
+async fn bank(server: &NatsServer) -> JetStreamStore {
+    JetStreamStore::connect(
+        JetStreamConnectOptions::new([server.url()]),
+        StreamConfig::new("BANK", "bank"),
+    )
+    .await
+    .expect("connect")
+}
+
 /// An account for commands: the projection's read model follows it.
 #[derive(Default, Debug)]
 struct Account;
@@ -491,16 +507,9 @@ impl jetsource::Aggregate for Account {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_after_wait_for_sees_the_command_on_a_scaled_out_projection() {
     let server = NatsServer::start();
-    let pool = sqlx::PgPool::connect(DATABASE)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432, database test");
+    let pool = pool().await;
     let schema = Schema::create(&pool, "jetsource_test_projection_read_your_writes").await;
-    let store = JetStreamStore::connect(
-        JetStreamConnectOptions::new([server.url()]),
-        StreamConfig::new("BANK", "bank"),
-    )
-    .await
-    .expect("connect");
+    let store = bank(&server).await;
     let projection = |pool: &sqlx::PgPool| {
         let config = SubscriberConfig::new("balances").partitions(4);
         let balances = Balances {
@@ -583,9 +592,7 @@ async fn a_failing_event_leaves_the_rest_of_its_batch_applied_once() {
     const AGGREGATES: i64 = 40;
     const PER_AGGREGATE: i64 = 5;
     let server = NatsServer::start();
-    let pool = sqlx::PgPool::connect(DATABASE)
-        .await
-        .expect("PostgreSQL at 127.0.0.1:5432, database test");
+    let pool = pool().await;
     let schema = Schema::create(&pool, "jetsource_test_projection_batches").await;
     // Rows inserted by one transaction share its id.
     sqlx::query(AssertSqlSafe(format!(
@@ -595,12 +602,7 @@ async fn a_failing_event_leaves_the_rest_of_its_batch_applied_once() {
     .execute(&pool)
     .await
     .expect("tx column");
-    let store = JetStreamStore::connect(
-        JetStreamConnectOptions::new([server.url()]),
-        StreamConfig::new("BANK", "bank"),
-    )
-    .await
-    .expect("connect");
+    let store = bank(&server).await;
     let mut expected = seed(&store, AGGREGATES, PER_AGGREGATE).await;
     let poison = 7 * 1000 + 3;
     *expected.get_mut("a7").unwrap() -= poison;
