@@ -63,11 +63,14 @@ impl Default for Batching {
     }
 }
 
+/// Where an event's handler waits for the outcome of its batch.
+type Done = oneshot::Sender<Result<(), HandlerError>>;
+
 /// One event waiting for its batch.
 pub(super) struct Job<E> {
     event: E,
     ctx: EventContext,
-    done: oneshot::Sender<Result<(), HandlerError>>,
+    done: Done,
 }
 
 /// Another event of the batch failed, or the batch's transaction did; this one runs again in a
@@ -168,12 +171,12 @@ impl<P: Projection> PgProjection<P> {
     async fn apply_batch(&self, batch: Vec<Job<P::Event>>) {
         let mut tx = match self.inner.pool.begin().await {
             Ok(tx) => tx,
-            Err(e) => return self.run_alone_after(batch, &e),
+            Err(e) => return self.run_alone_after(members(batch), e),
         };
         let contexts: Vec<&EventContext> = batch.iter().map(|job| &job.ctx).collect();
         let advanced = match self.advance_checkpoints(&mut tx, &contexts).await {
             Ok(advanced) => advanced,
-            Err(e) => return self.run_alone_after(batch, &e),
+            Err(e) => return self.run_alone_after(members(batch), e),
         };
         let mut applied = Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter();
@@ -213,31 +216,26 @@ impl<P: Projection> PgProjection<P> {
                     let _ = done.send(Ok(()));
                 }
             }
-            Err(e) => {
-                let cause = e.to_string();
-                let mut first = Some(e);
-                for (ctx, done) in applied {
-                    self.inner.run_alone(&ctx);
-                    let error = match first.take() {
-                        Some(e) => infra(e),
-                        None => HandlerError::retryable(BatchFailed::Transaction(cause.clone())),
-                    };
-                    let _ = done.send(Err(error));
-                }
-            }
+            Err(e) => self.run_alone_after(applied, e),
         }
     }
 
-    /// The batch could not start: every event runs again alone.
-    fn run_alone_after(&self, batch: Vec<Job<P::Event>>, error: &sqlx::Error) {
+    /// The batch's transaction failed: every member runs again alone, the first with the
+    /// database's error, the others with its message.
+    fn run_alone_after(&self, members: Vec<(EventContext, Done)>, error: sqlx::Error) {
         let cause = error.to_string();
-        for job in batch {
-            self.inner.run_alone(&job.ctx);
-            let _ = job
-                .done
-                .send(Err(HandlerError::retryable(BatchFailed::Transaction(
-                    cause.clone(),
-                ))));
+        let mut first = Some(error);
+        for (ctx, done) in members {
+            self.inner.run_alone(&ctx);
+            let error = match first.take() {
+                Some(e) => infra(e),
+                None => HandlerError::retryable(BatchFailed::Transaction(cause.clone())),
+            };
+            let _ = done.send(Err(error));
         }
     }
+}
+
+fn members<E>(batch: Vec<Job<E>>) -> Vec<(EventContext, Done)> {
+    batch.into_iter().map(|job| (job.ctx, job.done)).collect()
 }

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, Consumer};
+use async_nats::jetstream::consumer::{self, pull, Consumer};
 use async_nats::jetstream::{stream, Message};
 use async_nats::HeaderMap;
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use super::acks::{acked, nak};
 use super::consumer::{deliver_policy, ensure_consumer, PRIORITY_GROUP};
 use super::dead_letters;
 use super::delivery::{Completion, Delivery, Done, Shared, Source};
-use super::recovery::{lane_subject, nak_span, probe, subscribe_lane, Predecessor};
+use super::recovery::{nak_span, predecessor_gone, subscribe_lane};
 use super::router::Router;
 use super::worker::worker;
 use crate::error::ErrorChain;
@@ -210,10 +210,13 @@ impl<S: Subscriber> Dispatcher<S> {
                             }
                         }
                         if pinned && liveness.is_none() {
-                            liveness = self.announce(&held, &router).await;
+                            let info = self.consumer_state().await;
+                            liveness = self.announce(info.as_ref(), &held, &router).await;
                         }
                         if let (true, Some(seq)) = (self.handback_due, fresh) {
-                            self.hand_back_below(seq, &held, &router).await;
+                            if let Some(info) = self.consumer_state().await {
+                                self.hand_back_below(seq, &info, &held, &router).await;
+                            }
                         }
                     }
                     Some(Err(e)) => {
@@ -254,10 +257,10 @@ impl<S: Subscriber> Dispatcher<S> {
                     && (self.quick_settle || (self.pin_ttl.is_some() && liveness.is_none())) =>
                 {
                     if liveness.is_none() && self.pin_ttl.is_some() {
-                        if self.pin_free().await {
-                            liveness = self.announce(&held, &router).await;
+                        if let Some(info) = self.pin_free().await {
+                            liveness = self.announce(Some(&info), &held, &router).await;
                             if self.handback_due {
-                                self.hand_back_below(u64::MAX, &held, &router).await;
+                                self.hand_back_below(u64::MAX, &info, &held, &router).await;
                             }
                         }
                     } else {
@@ -434,27 +437,34 @@ impl<S: Subscriber> Dispatcher<S> {
         false
     }
 
-    /// Whether no process holds the partition's pin, and this lane never did: a dead owner's
-    /// lapsed. The server pins a process only when it delivers a message, so a lane whose
-    /// partition has nothing new, only a dead owner's deliveries, would otherwise wait for the
-    /// ack wait.
-    async fn pin_free(&mut self) -> bool {
-        if self.pin.is_some() {
-            return false;
-        }
+    /// The consumer's state on the server; `None` (and a debug line) when it cannot be read.
+    async fn consumer_state(&mut self) -> Option<consumer::Info> {
         match self.events.info().await {
-            Ok(info) => info.priority_groups.iter().all(|group| {
-                group
-                    .pinned_client_id
-                    .as_deref()
-                    .unwrap_or_default()
-                    .is_empty()
-            }),
+            Ok(info) => Some(info.clone()),
             Err(e) => {
                 tracing::debug!(error = %e, "reading the consumer state failed");
-                false
+                None
             }
         }
+    }
+
+    /// The consumer's state when no process holds the partition's pin and this lane never did:
+    /// a dead owner's lapsed. The server pins a process only when it delivers a message, so a
+    /// lane whose partition has nothing new, only a dead owner's deliveries, would otherwise
+    /// wait for the ack wait.
+    async fn pin_free(&mut self) -> Option<consumer::Info> {
+        if self.pin.is_some() {
+            return None;
+        }
+        let info = self.consumer_state().await?;
+        let free = info.priority_groups.iter().all(|group| {
+            group
+                .pinned_client_id
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        });
+        free.then_some(info)
     }
 
     /// The partition came to this lane (its pin, or a lapsed one): if deliveries are pending
@@ -463,27 +473,17 @@ impl<S: Subscriber> Dispatcher<S> {
     /// what it holds.
     async fn announce(
         &mut self,
+        info: Option<&consumer::Info>,
         held: &[Delivery],
         router: &Router,
     ) -> Option<async_nats::Subscriber> {
         let client = self.shared.js.client();
         let stream = self.events_stream.cached_info().config.name.clone();
-        let elsewhere = match self.events.info().await {
-            Ok(info) => info.num_ack_pending > in_hand(held, router).len(),
-            Err(e) => {
-                tracing::debug!(error = %e, "reading the consumer state failed");
-                false
-            }
-        };
-        if elsewhere {
-            let predecessor = probe(&client, &lane_subject(&stream, &self.consumer_name)).await;
-            self.handback_due = predecessor == Predecessor::Gone;
-            if !self.handback_due {
-                tracing::info!(
-                    consumer = %self.consumer_name,
-                    ?predecessor,
-                    "unacknowledged deliveries may be in a running lane's hands; waiting for them"
-                );
+        if let Some(info) = info {
+            let pending = info.num_ack_pending;
+            if pending > in_hand(held, router).len() {
+                self.handback_due =
+                    predecessor_gone(&client, &stream, &self.consumer_name, pending).await;
             }
         }
         match subscribe_lane(&client, &stream, &self.consumer_name).await {
@@ -498,20 +498,19 @@ impl<S: Subscriber> Dispatcher<S> {
     /// Hands the gone lane's deliveries back: every pending stream sequence below `below` (this
     /// lane's first fresh delivery, which the server made after all of them) but those this
     /// lane holds.
-    async fn hand_back_below(&mut self, below: u64, held: &[Delivery], router: &Router) {
+    async fn hand_back_below(
+        &mut self,
+        below: u64,
+        info: &consumer::Info,
+        held: &[Delivery],
+        router: &Router,
+    ) {
         self.handback_due = false;
         let client = self.shared.js.client();
         let stream = self.events_stream.cached_info().config.name.clone();
-        let info = match self.events.info().await {
-            Ok(info) => info.clone(),
-            Err(e) => {
-                tracing::debug!(error = %e, "reading the consumer state failed");
-                return;
-            }
-        };
         let in_hand = in_hand(held, router);
         let upto = below.saturating_sub(1);
-        match nak_span(&client, &stream, &self.consumer_name, &info, upto, &in_hand).await {
+        match nak_span(&client, &stream, &self.consumer_name, info, upto, &in_hand).await {
             Ok(Some(_)) => self.quick_settle = true,
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %ErrorChain(&e), "handing back failed"),

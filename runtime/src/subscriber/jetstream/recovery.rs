@@ -39,7 +39,7 @@ const PROBE_WAIT: Duration = Duration::from_secs(1);
 pub(super) const SWEEP_LIMIT: u64 = 50_000;
 
 /// The subject every running lane of `consumer` on `stream` answers on.
-pub(super) fn lane_subject(stream: &str, consumer: &str) -> String {
+fn lane_subject(stream: &str, consumer: &str) -> String {
     format!("jetsource_lane.{stream}.{consumer}")
 }
 
@@ -63,7 +63,7 @@ pub(super) async fn subscribe_lane(
 
 /// What a probe learned about the lanes of a consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Predecessor {
+enum Predecessor {
     /// No connection subscribes to the lane subject: no lane of this consumer runs.
     Gone,
     /// A lane answered: it may still be handling what it holds.
@@ -73,7 +73,7 @@ pub(super) enum Predecessor {
 }
 
 /// Asks whether a lane of the consumer behind `subject` runs anywhere.
-pub(super) async fn probe(client: &Client, subject: &str) -> Predecessor {
+async fn probe(client: &Client, subject: &str) -> Predecessor {
     match tokio::time::timeout(PROBE_WAIT, client.request(subject.to_owned(), Bytes::new())).await {
         Ok(Ok(_)) => Predecessor::Running,
         Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => Predecessor::Gone,
@@ -144,18 +144,31 @@ pub(super) async fn hand_back(
     if info.num_ack_pending == 0 {
         return Ok(None);
     }
+    if !predecessor_gone(client, stream, consumer, info.num_ack_pending).await {
+        return Ok(None);
+    }
+    let upto = info.delivered.stream_sequence;
+    nak_span(client, stream, consumer, info, upto, &HashSet::new()).await
+}
+
+/// Whether the lane that holds `pending` unacknowledged deliveries of `consumer` is gone (no
+/// connection answers on its [`lane_subject`]); says why it waits when it is not.
+pub(super) async fn predecessor_gone(
+    client: &Client,
+    stream: &str,
+    consumer: &str,
+    pending: usize,
+) -> bool {
     let predecessor = probe(client, &lane_subject(stream, consumer)).await;
     if predecessor != Predecessor::Gone {
         tracing::info!(
             consumer,
             ?predecessor,
-            pending = info.num_ack_pending,
+            pending,
             "unacknowledged deliveries may be in a running lane's hands; waiting for them"
         );
-        return Ok(None);
     }
-    let upto = info.delivered.stream_sequence;
-    nak_span(client, stream, consumer, info, upto, &HashSet::new()).await
+    predecessor == Predecessor::Gone
 }
 
 /// Naks every stream sequence after the ack floor up to `upto` but those `in_hand`, once a
