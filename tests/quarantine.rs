@@ -7,23 +7,12 @@ mod support;
 use jetsource::quarantine::{record_of, Quarantine, QUARANTINE_EVENT};
 use jetsource::testing::nats_server::NatsServer;
 use jetsource::{
-    Aggregate, Apply, DecodeError, Event, EventSet, EventStore, ExecuteError, ExpectedVersion,
-    InMemoryStore, Repository, RepositoryError,
+    Aggregate, Apply, DecodeError, EventStore, ExecuteError, ExpectedVersion, InMemoryStore,
+    Repository, RepositoryError,
 };
 use serde::{Deserialize, Serialize};
 use support::key;
-use support::subscriber::new_event;
-
-#[derive(Event, Serialize, Deserialize, Debug, Clone, PartialEq)]
-#[event(name = "deposited", version = 1)]
-struct Deposited {
-    amount: u64,
-}
-
-#[derive(EventSet, Debug, Clone, PartialEq)]
-enum AccountEvent {
-    Deposited(Deposited),
-}
+use support::subscriber::{new_event, Deposited, Handled as AccountEvent};
 
 #[derive(Aggregate, Default, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[aggregate(name = "account", events = AccountEvent, snapshot(schema = 1, every = 2))]
